@@ -1,0 +1,681 @@
+// SPDX-License-Identifier: Apache-2.0
+// Page-table walker and the stage-2 / EL2 stage-1 operations built on it.
+// See docs/pgtable.md for the walker semantics, the break-before-make rules
+// and the invalidation policy implemented here.
+#include "pgtable/pgtable.h"
+
+namespace pkvm {
+
+using namespace desc;
+
+namespace {
+
+u64 load_pte(const u64* ptep) { return __atomic_load_n(ptep, __ATOMIC_ACQUIRE); }
+
+bool cas_pte(u64* ptep, u64 old, u64 new_pte) {
+  return __atomic_compare_exchange_n(ptep, &old, new_pte, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+
+void stat_inc(u64* counter, u64 n = 1) { __atomic_fetch_add(counter, n, __ATOMIC_RELAXED); }
+
+constexpr u64 align_down(u64 v, u64 a) { return v & ~(a - 1); }
+
+// The walker's decision for a callback result, as the table in docs/pgtable.md:
+// exclusive walkers shrug off -EAGAIN and -ENOENT; shared walkers outside a
+// fault handler retry -EAGAIN and skip -ENOENT; fault handlers stop on any
+// non-zero result and let the faulting context retry the access.
+bool walk_continue(u32 flags, int r) {
+  if (r == 0) return true;
+  if (!(flags & kWalkShared)) return r == -kEAGAIN || r == -kENOENT;
+  if (flags & kWalkHandleFault) return false;
+  return r == -kENOENT;
+}
+
+bool walk_retry(u32 flags, int r) {
+  return r == -kEAGAIN && (flags & kWalkShared) && !(flags & kWalkHandleFault);
+}
+
+}  // namespace
+
+// The building blocks shared by every operation's callbacks.
+struct Pgtable::Internal {
+  struct WalkData {
+    Pgtable* pgt;
+    const Walker* walker;
+    u64 addr;
+    u64 end;
+  };
+
+  static u64* table_va(Pgtable* pgt, u64 table_pte) {
+    return static_cast<u64*>(pgt->platform_->phys_to_virt(PhysAddr(oa(table_pte))));
+  }
+
+  static u32 index(u64 addr, u32 level) { return u32(addr >> level_shift(level)) & (kPtrsPerTable - 1); }
+
+  static int visit(WalkData& d, u64* ptep, u32 level) {
+    const Walker& w = *d.walker;
+    VisitCtx ctx{d.pgt, ptep, load_pte(ptep), d.addr, d.end, level, w.flags, w.arg};
+    bool table = is_table(ctx.old, level);
+    int ret = 0;
+    bool reload = false;
+    if (table && (w.flags & kWalkTablePre)) {
+      ret = w.cb(ctx, kWalkTablePre);
+      reload = true;
+    }
+    if (!table && (w.flags & kWalkLeaf)) {
+      ret = w.cb(ctx, kWalkLeaf);
+      reload = true;
+    }
+    // A callback may have replaced the entry (e.g. installed a table): walk
+    // what is there now, not what was there.
+    if (reload) {
+      ctx.old = load_pte(ptep);
+      table = is_table(ctx.old, level);
+    }
+    if (!walk_continue(w.flags, ret)) return ret;
+    if (!table) {
+      d.addr = align_down(d.addr, granule_size(level)) + granule_size(level);
+      return 0;
+    }
+    ret = walk_table(d, table_va(d.pgt, ctx.old), level + 1, kPtrsPerTable);
+    if (!walk_continue(w.flags, ret)) return ret;
+    if (w.flags & kWalkTablePost) ret = w.cb(ctx, kWalkTablePost);
+    return walk_continue(w.flags, ret) ? 0 : ret;
+  }
+
+  static int walk_table(WalkData& d, u64* table, u32 level, u32 nr_entries) {
+    if (level > kLastLevel) return -kEINVAL;  // a corrupt table must not recurse further
+    u32 idx = level == d.pgt->start_level_ ? u32(d.addr >> level_shift(level)) : index(d.addr, level);
+    for (; idx < nr_entries; ++idx) {
+      for (;;) {
+        if (d.addr >= d.end) return 0;
+        int ret = visit(d, &table[idx], level);
+        if (ret == 0) break;
+        if (!walk_retry(d.walker->flags, ret)) return ret;
+      }
+    }
+    return 0;
+  }
+
+  // --- Descriptor updates ---------------------------------------------------
+
+  static void note(const VisitCtx& ctx, u64 old, u64 new_pte) {
+    ctx.pgt->platform_->pte_written(ctx.ptep, old, new_pte, align_down(ctx.addr, granule_size(ctx.level)),
+                                    ctx.level, ctx.pgt->vmid_);
+  }
+
+  static bool shared(const VisitCtx& ctx) { return ctx.flags & kWalkShared; }
+
+  // Writes `new_pte` over `ctx.old`: a CAS for shared walkers (false when
+  // another walker got there first), a plain release store otherwise.
+  static bool set_pte(const VisitCtx& ctx, u64 new_pte) {
+    if (shared(ctx)) {
+      if (!cas_pte(ctx.ptep, ctx.old, new_pte)) return false;
+    } else {
+      __atomic_store_n(ctx.ptep, new_pte, __ATOMIC_RELEASE);
+    }
+    note(ctx, ctx.old, new_pte);
+    return true;
+  }
+
+  static void tlbi_leaf(Pgtable* pgt, u64 addr, u32 level, bool broadcast) {
+    Platform* p = pgt->platform_;
+    addr = align_down(addr, granule_size(level));
+    if (pgt->format_ == Format::kStage2)
+      p->tlbi(broadcast ? TlbiKind::kIpa : TlbiKind::kIpaLocal, pgt->vmid_, addr, level);
+    else
+      p->tlbi(TlbiKind::kEl2Va, pgt->vmid_, addr, level);
+    stat_inc(&pgt->stats_.tlbis);
+  }
+
+  static void tlbi_all(Pgtable* pgt) {
+    pgt->platform_->tlbi(pgt->format_ == Format::kStage2 ? TlbiKind::kVmid : TlbiKind::kEl2All, pgt->vmid_, 0, 0);
+    stat_inc(&pgt->stats_.tlbis);
+  }
+
+  // Invalidation that must follow the removal or replacement of `old`: a table
+  // may have cached walks anywhere below it, a leaf only its own range.
+  static void invalidate_old(const VisitCtx& ctx, u64 old) {
+    if (is_table(old, ctx.level))
+      tlbi_all(ctx.pgt);
+    else if (is_valid(old))
+      tlbi_leaf(ctx.pgt, align_down(ctx.addr, granule_size(ctx.level)), ctx.level, true);
+  }
+
+  // Break: replace a live entry by the LOCKED marker (so concurrent shared
+  // walkers back off with -EAGAIN) and invalidate what the TLBs may hold.
+  static bool break_pte(const VisitCtx& ctx) {
+    if (!set_pte(ctx, kLocked)) return false;
+    Platform* p = ctx.pgt->platform_;
+    p->barrier(Barrier::kDsbIshst);
+    invalidate_old(ctx, ctx.old);
+    stat_inc(&ctx.pgt->stats_.breaks);
+    return true;
+  }
+
+  // Make: publish the new entry after a break with a store-release, and
+  // account for it in the table page's reference count.
+  static void make_pte(const VisitCtx& ctx, u64 new_pte) {
+    __atomic_store_n(ctx.ptep, new_pte, __ATOMIC_RELEASE);
+    note(ctx, kLocked, new_pte);
+    adjust_refcount(ctx, ctx.old, new_pte);
+  }
+
+  static void adjust_refcount(const VisitCtx& ctx, u64 old, u64 new_pte) {
+    Platform* p = ctx.pgt->platform_;
+    if (is_counted(new_pte) && !is_counted(old)) p->get_page(ctx.ptep);
+    if (!is_counted(new_pte) && is_counted(old)) p->put_page(ctx.ptep);
+  }
+
+  // Replaces the entry, with break-before-make when a live entry changes.
+  // Returns false when a shared walker lost a race (the caller returns -EAGAIN).
+  static bool replace_pte(const VisitCtx& ctx, u64 new_pte) {
+    if (!is_valid(ctx.old)) {
+      // Nothing to break: no TLB can hold an invalid entry.
+      if (!set_pte(ctx, new_pte)) return false;
+      adjust_refcount(ctx, ctx.old, new_pte);
+      return true;
+    }
+    if (!break_pte(ctx)) return false;
+    make_pte(ctx, new_pte);
+    return true;
+  }
+
+  // --- Table pages ------------------------------------------------------------
+
+  static u64* alloc_table(Pgtable* pgt) {
+    auto* t = static_cast<u64*>(pgt->platform_->zalloc_page());
+    if (t) stat_inc(&pgt->stats_.table_pages);
+    return t;
+  }
+
+  // Drops the base reference of a table page that nothing points to any more.
+  static void put_table(Pgtable* pgt, u64* table) {
+    pgt->platform_->put_page(table);
+    __atomic_fetch_sub(&pgt->stats_.table_pages, 1, __ATOMIC_RELAXED);
+  }
+
+  // Releases an unlinked (and already invalidated) subtree: every counted
+  // entry drops its reference, then the base reference frees the page.
+  static void free_unlinked(Pgtable* pgt, u64* table, u32 level) {
+    Platform* p = pgt->platform_;
+    for (u32 i = 0; i < kPtrsPerTable; ++i) {
+      u64 pte = table[i];
+      if (is_table(pte, level)) free_unlinked(pgt, table_va(pgt, pte), level + 1);
+      if (is_counted(pte)) p->put_page(table);
+    }
+    put_table(pgt, table);
+  }
+
+  static bool table_empty(Pgtable* pgt, u64* table) { return pgt->platform_->page_count(table) == 1; }
+
+  // Unlinks an empty child table (TABLE_POST): break the table entry, which
+  // invalidates the whole VMID, clear it, and free the page. Exclusive walks only.
+  static int free_if_empty(const VisitCtx& ctx) {
+    if (shared(ctx)) return 0;  // a concurrent walker may still be inside it
+    u64* child = table_va(ctx.pgt, ctx.old);
+    if (!table_empty(ctx.pgt, child)) return 0;
+    break_pte(ctx);
+    make_pte(ctx, 0);
+    put_table(ctx.pgt, child);
+    return 0;
+  }
+
+  // A table at `level + 1` that maps exactly what the block `blk` at `level`
+  // maps (or carries the same annotation everywhere).
+  static u64* build_split(Pgtable* pgt, u64 blk, u32 level) {
+    u64* t = alloc_table(pgt);
+    if (!t) return nullptr;
+    const u32 child = level + 1;
+    const u64 g = granule_size(child);
+    if (is_valid(blk)) {
+      u64 attrs = leaf_attrs(blk);
+      for (u32 i = 0; i < kPtrsPerTable; ++i) t[i] = make_leaf(oa(blk) + i * g, attrs, child);
+    } else {
+      for (u32 i = 0; i < kPtrsPerTable; ++i) t[i] = blk;
+    }
+    // One reference per counted entry on top of the base reference.
+    for (u32 i = 0; i < kPtrsPerTable; ++i) pgt->platform_->get_page(t);
+    return t;
+  }
+
+  // Replaces the block (valid or annotated) in ctx by an equivalent table.
+  static int split_block(const VisitCtx& ctx) {
+    Pgtable* pgt = ctx.pgt;
+    u64* t = build_split(pgt, ctx.old, ctx.level);
+    if (!t) return -kENOMEM;
+    const u64 table_pte = make_table(pgt->platform_->virt_to_phys(t).value());
+    // New entries must be visible before the table is published.
+    pgt->platform_->barrier(Barrier::kDsbIshst);
+    bool ok;
+    if (is_valid(ctx.old) && pgt->bbm2_) {
+      // FEAT_BBM level 2: swap block for table in one CAS, then drop the
+      // block's TLB entries; no window in which the range is unmapped.
+      ok = set_pte(ctx, table_pte);
+      if (ok) {
+        pgt->platform_->barrier(Barrier::kDsbIshst);
+        tlbi_leaf(pgt, align_down(ctx.addr, granule_size(ctx.level)), ctx.level, true);
+        stat_inc(&pgt->stats_.bbm2_skips);
+      }
+    } else {
+      ok = replace_pte(ctx, table_pte);
+    }
+    if (!ok) {
+      free_unlinked(pgt, t, ctx.level + 1);
+      return -kEAGAIN;
+    }
+    return 0;
+  }
+
+  // Installs an empty table where there was nothing.
+  static int install_empty_table(const VisitCtx& ctx) {
+    u64* t = alloc_table(ctx.pgt);
+    if (!t) return -kENOMEM;
+    ctx.pgt->platform_->barrier(Barrier::kDsbIshst);
+    if (!set_pte(ctx, make_table(ctx.pgt->platform_->virt_to_phys(t).value()))) {
+      put_table(ctx.pgt, t);
+      return -kEAGAIN;
+    }
+    adjust_refcount(ctx, 0, make_table(0));
+    return 0;
+  }
+
+  // Makes the entry at ctx a table (splitting a block or creating an empty
+  // table) so the walk can descend into it.
+  static int ensure_table(const VisitCtx& ctx) {
+    if (is_locked(ctx.old)) return -kEAGAIN;
+    if (ctx.old == 0) return install_empty_table(ctx);
+    return split_block(ctx);
+  }
+
+  // --- Map / annotate ---------------------------------------------------------
+
+  struct MapData {
+    u64 start;        // first input address of the request
+    u64 phys;         // output address for `start`
+    u64 attrs;        // leaf attributes (valid map)
+    u64 annotation;   // invalid entry to install (annotate)
+    u64 perm_mask;    // bits that make up the format's permissions
+    bool annotate;
+    bool device;      // no cache maintenance for device memory
+  };
+
+  static bool leaf_allowed(const VisitCtx& ctx, const MapData& m) {
+    const u64 g = granule_size(ctx.level);
+    if (ctx.level != kLastLevel && !level_supports_block(ctx.level)) return false;
+    if (!is_aligned_u(ctx.addr, g) || ctx.end - ctx.addr < g) return false;
+    if (m.annotate) return true;
+    return is_aligned_u(m.phys + (ctx.addr - m.start), g);
+  }
+
+  static bool is_aligned_u(u64 v, u64 a) { return (v & (a - 1)) == 0; }
+
+  static u64 new_leaf(const VisitCtx& ctx, const MapData& m) {
+    if (m.annotate) return m.annotation;
+    return make_leaf(m.phys + (ctx.addr - m.start), m.attrs, ctx.level);
+  }
+
+  static void cmo_for_map(const VisitCtx& ctx, u64 new_pte, const MapData& m) {
+    if (!is_valid(new_pte) || m.device) return;
+    if (is_valid(ctx.old) && oa(ctx.old) == oa(new_pte)) return;  // same memory, already coherent
+    Platform* p = ctx.pgt->platform_;
+    const u64 g = granule_size(ctx.level);
+    if (!(ctx.flags & kMapSkipDcache)) p->dcache_clean_inval_poc(PhysAddr(oa(new_pte)), g);
+    const bool exec = ctx.pgt->format_ == Format::kStage2 ? !(new_pte & kS2Xn) : !(new_pte & kS1Xn);
+    if (exec && !(ctx.flags & kMapSkipIcache)) p->icache_inval_pou(PhysAddr(oa(new_pte)), g);
+  }
+
+  static bool is_restriction(Format f, u64 old, u64 new_pte) {
+    if (f == Format::kStage2) {
+      const u64 lost = (old & (kS2ApR | kS2ApW)) & ~new_pte;
+      return lost || ((new_pte & kS2Xn) && !(old & kS2Xn));
+    }
+    return ((new_pte & kS1ApRo) && !(old & kS1ApRo)) || ((new_pte & kS1Xn) && !(old & kS1Xn));
+  }
+
+  // Installs a leaf (valid or annotated) at ctx, with the prejudgement of
+  // seed 003: identical -> -EAGAIN, permissions only -> in-place update.
+  static int try_leaf(const VisitCtx& ctx, const MapData& m) {
+    Pgtable* pgt = ctx.pgt;
+    const u64 new_pte = new_leaf(ctx, m);
+    if (is_locked(ctx.old)) return -kEAGAIN;
+    if (ctx.old == new_pte) return m.annotate ? 0 : -kEAGAIN;
+    if (is_leaf(ctx.old, ctx.level) && is_valid(new_pte) && ((ctx.old ^ new_pte) & ~m.perm_mask) == 0) {
+      // Only permissions differ: no break needed. A restriction must reach
+      // every CPU; a pure relaxation only risks a spurious fault locally.
+      if (!set_pte(ctx, new_pte)) return -kEAGAIN;
+      pgt->platform_->barrier(Barrier::kDsbIshst);
+      tlbi_leaf(pgt, ctx.addr, ctx.level, is_restriction(pgt->format_, ctx.old, new_pte));
+      stat_inc(&pgt->stats_.leaf_writes);
+      return 0;
+    }
+    cmo_for_map(ctx, new_pte, m);
+    if (!replace_pte(ctx, new_pte)) return -kEAGAIN;
+    stat_inc(&pgt->stats_.leaf_writes);
+    return 0;
+  }
+
+  // Replaces a whole table by a leaf (coalesce). Exclusive walks only: the
+  // subtree is freed once no TLB can reach it.
+  static int coalesce(const VisitCtx& ctx, const MapData& m) {
+    Pgtable* pgt = ctx.pgt;
+    u64* child = table_va(pgt, ctx.old);
+    const u64 new_pte = new_leaf(ctx, m);
+    if (pgt->bbm2_ && is_valid(new_pte) && table_equivalent(pgt, child, new_pte, ctx.level)) {
+      set_pte(ctx, new_pte);
+      pgt->platform_->barrier(Barrier::kDsbIshst);
+      tlbi_all(pgt);
+      adjust_refcount(ctx, ctx.old, new_pte);
+      stat_inc(&pgt->stats_.bbm2_skips);
+    } else {
+      cmo_for_map(ctx, new_pte, m);
+      break_pte(ctx);
+      make_pte(ctx, new_pte);
+    }
+    free_unlinked(pgt, child, ctx.level + 1);
+    stat_inc(&pgt->stats_.leaf_writes);
+    return 0;
+  }
+
+  // True when `table` (at level + 1) holds exactly the split of `blk`.
+  static bool table_equivalent(Pgtable*, const u64* table, u64 blk, u32 level) {
+    const u64 g = granule_size(level + 1);
+    for (u32 i = 0; i < kPtrsPerTable; ++i)
+      if (table[i] != make_leaf(oa(blk) + i * g, leaf_attrs(blk), level + 1)) return false;
+    return true;
+  }
+
+  static int map_cb(const VisitCtx& ctx, u32 visit) {
+    const MapData& m = *static_cast<const MapData*>(ctx.arg);
+    if (visit == kWalkTablePost) return free_if_empty(ctx);
+    if (visit == kWalkTablePre) {
+      if (!leaf_allowed(ctx, m) || shared(ctx)) return 0;  // descend
+      return coalesce(ctx, m);
+    }
+    if (leaf_allowed(ctx, m)) return try_leaf(ctx, m);
+    if (m.annotate && ctx.old == m.annotation) return 0;  // already carries it; no split needed
+    return ensure_table(ctx);
+  }
+
+  // --- Unmap -----------------------------------------------------------------
+
+  static int unmap_cb(const VisitCtx& ctx, u32 visit) {
+    if (visit == kWalkTablePost) return free_if_empty(ctx);
+    if (is_locked(ctx.old)) return -kEAGAIN;
+    if (ctx.old == 0) return 0;
+    const u64 g = granule_size(ctx.level);
+    const u64 base = align_down(ctx.addr, g);
+    if (base < ctx.addr || ctx.end - base < g) {
+      // The range covers only part of this block: split so the rest survives.
+      return ensure_table(ctx);
+    }
+    if (!replace_pte(ctx, 0)) return -kEAGAIN;
+    return 0;
+  }
+
+  // --- Attribute updates -----------------------------------------------------
+
+  enum class Inval : u8 { kNone, kLocal, kBroadcast };
+
+  struct AttrData {
+    u64 set;
+    u64 clr;
+    Inval inval;  // what a change needs: nothing (AF aging), local (relax), broadcast (restrict)
+    u64 old;      // last valid leaf seen
+    bool young;   // any leaf had AF set
+  };
+
+  static int attr_cb(const VisitCtx& ctx, u32) {
+    auto& a = *static_cast<AttrData*>(ctx.arg);
+    if (!is_leaf(ctx.old, ctx.level)) return is_locked(ctx.old) ? -kEAGAIN : -kENOENT;
+    a.old = ctx.old;
+    if (ctx.old & kAf) a.young = true;
+    const u64 new_pte = (ctx.old & ~a.clr) | a.set;
+    if (new_pte == ctx.old) return 0;
+    if (!set_pte(ctx, new_pte)) return -kEAGAIN;
+    if (a.inval != Inval::kNone) {
+      ctx.pgt->platform_->barrier(Barrier::kDsbIshst);
+      tlbi_leaf(ctx.pgt, ctx.addr, ctx.level, a.inval == Inval::kBroadcast);
+    }
+    stat_inc(&ctx.pgt->stats_.leaf_writes);
+    return 0;
+  }
+
+  static int update_attrs(Pgtable* pgt, u64 addr, u64 size, AttrData& a, u32 flags) {
+    Walker w{attr_cb, &a, kWalkLeaf | flags};
+    return pgt->walk(addr, size, w);
+  }
+
+  // --- Leaf lookup ------------------------------------------------------------
+
+  struct LeafData {
+    u64 pte;
+    u32 level;
+  };
+
+  static int leaf_cb(const VisitCtx& ctx, u32) {
+    auto& l = *static_cast<LeafData*>(ctx.arg);
+    l.pte = ctx.old;
+    l.level = ctx.level;
+    return 0;
+  }
+
+  static void free_tree(Pgtable* pgt, u64* table, u32 level, u32 entries) {
+    for (u32 i = 0; i < entries; ++i) {
+      if (is_table(table[i], level)) free_unlinked(pgt, table_va(pgt, table[i]), level + 1);
+      if (is_counted(table[i])) pgt->platform_->put_page(&table[i]);
+    }
+  }
+
+  // An operation that failed half-way (out of table pages) may leave empty
+  // tables it created; release them so nothing is held for nothing.
+  static int prune_cb(const VisitCtx& ctx, u32) { return free_if_empty(ctx); }
+
+  static void prune(Pgtable* pgt, u64 addr, u64 size) {
+    Walker w{prune_cb, nullptr, kWalkTablePost};
+    pgt->walk(addr, size, w);
+  }
+
+  static int map_walk(Pgtable* pgt, u64 addr, u64 size, MapData& m, u32 flags) {
+    Walker w{map_cb, &m, kWalkLeaf | kWalkTablePre | kWalkTablePost | flags};
+    int ret = pgt->walk(addr, size, w);
+    if (ret == -kENOMEM && !(flags & kWalkShared)) prune(pgt, addr, size);
+    return ret;
+  }
+
+  static int unmap_walk(Pgtable* pgt, u64 addr, u64 size) {
+    Walker w{unmap_cb, nullptr, kWalkLeaf | kWalkTablePost};
+    int ret = pgt->walk(addr, size, w);
+    if (ret == -kENOMEM) prune(pgt, addr, size);
+    return ret;
+  }
+};
+
+using I = Pgtable::Internal;
+
+u64 max_new_tables(u32 start_level, u64 addr, u64 size, u64 phys, bool annotate) {
+  if (size == 0) return 0;
+  const u64 first = align_down(addr, kPageSize);
+  const u64 end = align_down(addr + size + kPageSize - 1, kPageSize);
+  u64 total = 0;
+  for (u32 level = start_level + 1; level <= kLastLevel; ++level) {
+    // One table at `level` can be needed per region of the parent's granule
+    // that the range touches, unless the parent can hold a block for it.
+    const u64 g = granule_size(level - 1);
+    u64 touched = (align_down(end - 1, g) - align_down(first, g)) / g + 1;
+    const bool parent_block = level_supports_block(level - 1) && (annotate || ((first ^ phys) & (g - 1)) == 0);
+    if (parent_block) {
+      const u64 full_lo = align_down(first + g - 1, g);
+      const u64 full_hi = align_down(end, g);
+      if (full_hi > full_lo) touched -= (full_hi - full_lo) / g;
+    }
+    total += touched;
+  }
+  return total;
+}
+
+int Pgtable::init(Format format, u32 ia_bits, u32 start_level, u32 vmid, Platform* platform) {
+  if (!platform || !valid_geometry(format, ia_bits, start_level)) return -kEINVAL;
+  const u32 entry_bits = ia_bits - level_shift(start_level);
+  const u32 entries = 1u << entry_bits;
+  u32 order = entry_bits > kBitsPerLevel ? entry_bits - kBitsPerLevel : 0;
+  platform_ = platform;
+  void* root = order ? platform->zalloc_pages(order) : platform->zalloc_page();
+  if (!root) return -kENOMEM;
+  root_ = static_cast<u64*>(root);
+  root_pa_ = platform->virt_to_phys(root);
+  format_ = format;
+  ia_bits_ = ia_bits;
+  start_level_ = start_level;
+  root_order_ = order;
+  root_entries_ = entries;
+  vmid_ = vmid;
+  stats_ = {};
+  stats_.table_pages = u64{1} << order;
+  return 0;
+}
+
+void Pgtable::destroy() {
+  if (!root_) return;
+  I::free_tree(this, root_, start_level_, root_entries_);
+  platform_->free_pages(root_, root_order_);
+  root_ = nullptr;
+  stats_.table_pages = 0;
+}
+
+PgtableStats Pgtable::stats() const {
+  PgtableStats s;
+  s.table_pages = __atomic_load_n(&stats_.table_pages, __ATOMIC_RELAXED);
+  s.leaf_writes = __atomic_load_n(&stats_.leaf_writes, __ATOMIC_RELAXED);
+  s.breaks = __atomic_load_n(&stats_.breaks, __ATOMIC_RELAXED);
+  s.bbm2_skips = __atomic_load_n(&stats_.bbm2_skips, __ATOMIC_RELAXED);
+  s.tlbis = __atomic_load_n(&stats_.tlbis, __ATOMIC_RELAXED);
+  return s;
+}
+
+int Pgtable::walk(u64 addr, u64 size, const Walker& walker) {
+  if (!root_ || !walker.cb) return -kEINVAL;
+  const u64 limit = u64{1} << ia_bits_;
+  if (addr + size < addr) return -kERANGE;
+  const u64 start = align_down(addr, kPageSize);
+  const u64 last = addr + size;
+  if (last > limit || start > limit) return -kERANGE;
+  const u64 end = align_down(last + kPageSize - 1, kPageSize);
+  I::WalkData d{this, &walker, start, end};
+  return I::walk_table(d, root_, start_level_, root_entries_);
+}
+
+int Pgtable::get_leaf(u64 addr, u64* pte, u32* level) {
+  I::LeafData l{0, 0};
+  Walker w{I::leaf_cb, &l, kWalkLeaf};
+  int ret = walk(align_down(addr, kPageSize), kPageSize, w);
+  if (ret) return ret;
+  if (pte) *pte = l.pte;
+  if (level) *level = l.level;
+  return 0;
+}
+
+u64 leaf_attrs_for(Format format, u32 prot) {
+  u64 a = kAf | kShInner | (u64(prot & kProtSwMask) >> kProtSwShift << kSwShift);
+  if (format == Format::kStage2) {
+    a |= (prot & kProtDevice) ? kS2MemAttrDevice : kS2MemAttrNormal;
+    if (prot & kProtR) a |= kS2ApR;
+    if (prot & kProtW) a |= kS2ApW;
+    if (!(prot & kProtX) || (prot & kProtDevice)) a |= kS2Xn;
+  } else {
+    a |= u64((prot & kProtDevice) ? kMairIdxDevice : kMairIdxNormal) << kS1AttrIdxShift;
+    a |= kS1ApRes1;
+    if (!(prot & kProtW)) a |= kS1ApRo;
+    if (!(prot & kProtX) || (prot & kProtDevice)) a |= kS1Xn;
+  }
+  return a;
+}
+
+u32 prot_of_leaf(Format format, u64 pte) {
+  u32 prot = prot_sw(sw_bits(pte));
+  if (format == Format::kStage2) {
+    if (pte & kS2ApR) prot |= kProtR;
+    if (pte & kS2ApW) prot |= kProtW;
+    if (!(pte & kS2Xn)) prot |= kProtX;
+    if ((pte & kS2MemAttrMask) == kS2MemAttrDevice) prot |= kProtDevice;
+  } else {
+    prot |= kProtR;
+    if (!(pte & kS1ApRo)) prot |= kProtW;
+    if (!(pte & kS1Xn)) prot |= kProtX;
+    if (((pte & kS1AttrIdxMask) >> kS1AttrIdxShift) == kMairIdxDevice) prot |= kProtDevice;
+  }
+  return prot;
+}
+
+int Pgtable::stage2_map(Ipa ipa, u64 size, PhysAddr pa, u32 prot, u32 flags) {
+  if (format_ != Format::kStage2) return -kEINVAL;
+  if (!ipa.is_aligned(kPageSize) || !pa.is_aligned(kPageSize) || (size & (kPageSize - 1))) return -kEINVAL;
+  if (pa.value() + size < pa.value() || pa.value() + size > (u64{1} << kOaBits)) return -kERANGE;
+  I::MapData m{ipa.value(), pa.value(), leaf_attrs_for(Format::kStage2, prot), 0, kS2PermMask, false,
+               (prot & kProtDevice) != 0};
+  return I::map_walk(this, ipa.value(), size, m, flags);
+}
+
+int Pgtable::stage2_set_owner(Ipa ipa, u64 size, u32 owner_id) {
+  if (format_ != Format::kStage2 || owner_id > kMaxOwnerId) return -kEINVAL;
+  if (!ipa.is_aligned(kPageSize) || (size & (kPageSize - 1))) return -kEINVAL;
+  I::MapData m{ipa.value(), 0, 0, make_owner(owner_id), 0, true, false};
+  return I::map_walk(this, ipa.value(), size, m, 0);
+}
+
+int Pgtable::stage2_unmap(Ipa ipa, u64 size) {
+  if (format_ != Format::kStage2) return -kEINVAL;
+  if (!ipa.is_aligned(kPageSize) || (size & (kPageSize - 1))) return -kEINVAL;
+  return I::unmap_walk(this, ipa.value(), size);
+}
+
+int Pgtable::stage2_relax_perms(Ipa ipa, u32 prot, u32 flags) {
+  if (format_ != Format::kStage2) return -kEINVAL;
+  u64 set = 0, clr = 0;
+  if (prot & kProtR) set |= kS2ApR;
+  if (prot & kProtW) set |= kS2ApW;
+  if (prot & kProtX) clr |= kS2Xn;
+  I::AttrData a{set, clr, I::Inval::kLocal, 0, false};
+  int ret = I::update_attrs(this, ipa.value(), kPageSize, a, flags);
+  // No valid leaf: the access faults again and goes down the map path.
+  return ret == -kENOENT ? -kEAGAIN : ret;
+}
+
+int Pgtable::stage2_wrprotect(Ipa ipa, u64 size) {
+  if (format_ != Format::kStage2) return -kEINVAL;
+  I::AttrData a{0, kS2ApW, I::Inval::kBroadcast, 0, false};
+  return I::update_attrs(this, ipa.value(), size, a, 0);
+}
+
+int Pgtable::stage2_mkyoung(Ipa ipa, u64* old) {
+  if (format_ != Format::kStage2) return -kEINVAL;
+  I::AttrData a{kAf, 0, I::Inval::kNone, 0, false};
+  int ret = I::update_attrs(this, ipa.value(), kPageSize, a, kWalkShared | kWalkHandleFault);
+  if (ret == -kENOENT) return -kEAGAIN;
+  if (old) *old = a.old;
+  return ret;
+}
+
+bool Pgtable::stage2_test_clear_young(Ipa ipa, u64 size, bool mkold) {
+  if (format_ != Format::kStage2) return false;
+  I::AttrData a{0, mkold ? kAf : 0u, I::Inval::kNone, 0, false};
+  I::update_attrs(this, ipa.value(), size, a, kWalkShared);
+  return a.young;
+}
+
+int Pgtable::hyp_map(Va va, u64 size, PhysAddr pa, u32 prot, u32 flags) {
+  if (format_ != Format::kHypStage1) return -kEINVAL;
+  if (!va.is_aligned(kPageSize) || !pa.is_aligned(kPageSize) || (size & (kPageSize - 1))) return -kEINVAL;
+  if (pa.value() + size < pa.value() || pa.value() + size > (u64{1} << kOaBits)) return -kERANGE;
+  I::MapData m{va.value(), pa.value(), leaf_attrs_for(Format::kHypStage1, prot), 0, kS1PermMask, false,
+               (prot & kProtDevice) != 0};
+  return I::map_walk(this, va.value(), size, m, flags & (kMapSkipDcache | kMapSkipIcache));
+}
+
+int Pgtable::hyp_unmap(Va va, u64 size) {
+  if (format_ != Format::kHypStage1) return -kEINVAL;
+  if (!va.is_aligned(kPageSize) || (size & (kPageSize - 1))) return -kEINVAL;
+  return I::unmap_walk(this, va.value(), size);
+}
+
+}  // namespace pkvm

@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+// The one small interface through which pgtable and mem_protect reach the
+// platform: page allocation and reference counts, phys<->virt, cache and TLB
+// maintenance, barriers and locks. EL2 implements it with real instructions;
+// the host test build implements it over a simulated physical memory and
+// records every descriptor write, invalidation and barrier.
+#pragma once
+
+#include "pgtable/types.h"
+
+namespace pkvm {
+
+/// The kind of TLB invalidation requested, from narrowest to widest.
+enum class TlbiKind : u8 {
+  kIpa,       ///< One stage-2 IPA at a level, broadcast (TLBI IPAS2E1IS + VMALLE1IS).
+  kIpaLocal,  ///< One stage-2 IPA, this CPU only (TLBI IPAS2E1): permission relaxation only.
+  kVmid,      ///< Every stage-1 and stage-2 entry of a VMID (TLBI VMALLS12E1IS).
+  kEl2Va,     ///< One EL2 stage-1 VA, broadcast (TLBI VAE2IS).
+  kEl2All,    ///< All EL2 stage-1 entries (TLBI ALLE2IS).
+};
+
+/// Memory barriers the library asks for, by name of the instruction.
+enum class Barrier : u8 { kDsbIshst, kDsbIsh, kIsb };
+
+/// Platform services. All methods may be called with a table lock held; none
+/// may sleep. Implementations must make the reference-count operations atomic
+/// because shared walkers on several CPUs update them concurrently.
+class Platform {
+ public:
+  /// Returns a zeroed, page-aligned page with reference count 1, or nullptr
+  /// when the pool is exhausted.
+  virtual void* zalloc_page() = 0;
+  /// Returns `1 << order` physically contiguous zeroed pages aligned to their
+  /// total size (for concatenated stage-2 root tables), or nullptr.
+  virtual void* zalloc_pages(u32 order) = 0;
+  /// Returns a page (or a block from zalloc_pages) to the pool.
+  virtual void free_pages(void* va, u32 order) = 0;
+  /// Increments the reference count of the page containing `va`.
+  virtual void get_page(void* va) = 0;
+  /// Decrements the reference count of the page containing `va`; frees the
+  /// page when it drops to zero.
+  virtual void put_page(void* va) = 0;
+  /// Current reference count of the page containing `va`.
+  virtual int page_count(void* va) = 0;
+  /// Physical address of a page the platform handed out.
+  virtual PhysAddr virt_to_phys(void* va) = 0;
+  /// Virtual address at which the library may access physical address `pa`.
+  virtual void* phys_to_virt(PhysAddr pa) = 0;
+  /// Clean and invalidate the data cache to the point of coherency, for memory
+  /// about to be mapped with a cacheable attribute in another context.
+  virtual void dcache_clean_inval_poc(PhysAddr pa, u64 size) = 0;
+  /// Invalidate the instruction cache to the point of unification, for memory
+  /// about to be mapped executable.
+  virtual void icache_inval_pou(PhysAddr pa, u64 size) = 0;
+  /// TLB invalidation. `addr` and `level` are meaningful for the by-address
+  /// kinds; `vmid` for the stage-2 kinds. Implementations include the DSB
+  /// that completes the invalidation; callers order the descriptor write
+  /// before it with barrier(kDsbIshst).
+  virtual void tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) = 0;
+  /// A memory barrier.
+  virtual void barrier(Barrier b) = 0;
+  /// Observation hook: called after every descriptor store or successful CAS
+  /// with the entry's table-relative position. EL2 implements it as a no-op;
+  /// the host recorder checks break-before-make with it.
+  virtual void pte_written(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level, u32 vmid) = 0;
+
+ protected:
+  ~Platform() = default;
+};
+
+/// A spinlock-like lock with a shared (reader) mode, supplied by the platform.
+class RwLock {
+ public:
+  /// Takes the lock exclusively.
+  virtual void lock() = 0;
+  /// Releases an exclusive hold.
+  virtual void unlock() = 0;
+  /// Takes the lock shared: other shared holders may run at the same time.
+  virtual void lock_shared() = 0;
+  /// Releases a shared hold.
+  virtual void unlock_shared() = 0;
+
+ protected:
+  ~RwLock() = default;
+};
+
+}  // namespace pkvm
