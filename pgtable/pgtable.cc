@@ -575,38 +575,6 @@ int Pgtable::get_leaf(u64 addr, u64* pte, u32* level) {
   return 0;
 }
 
-u64 leaf_attrs_for(Format format, u32 prot) {
-  u64 a = kAf | kShInner | (u64(prot & kProtSwMask) >> kProtSwShift << kSwShift);
-  if (format == Format::kStage2) {
-    a |= (prot & kProtDevice) ? kS2MemAttrDevice : kS2MemAttrNormal;
-    if (prot & kProtR) a |= kS2ApR;
-    if (prot & kProtW) a |= kS2ApW;
-    if (!(prot & kProtX) || (prot & kProtDevice)) a |= kS2Xn;
-  } else {
-    a |= u64((prot & kProtDevice) ? kMairIdxDevice : kMairIdxNormal) << kS1AttrIdxShift;
-    a |= kS1ApRes1;
-    if (!(prot & kProtW)) a |= kS1ApRo;
-    if (!(prot & kProtX) || (prot & kProtDevice)) a |= kS1Xn;
-  }
-  return a;
-}
-
-u32 prot_of_leaf(Format format, u64 pte) {
-  u32 prot = prot_sw(sw_bits(pte));
-  if (format == Format::kStage2) {
-    if (pte & kS2ApR) prot |= kProtR;
-    if (pte & kS2ApW) prot |= kProtW;
-    if (!(pte & kS2Xn)) prot |= kProtX;
-    if ((pte & kS2MemAttrMask) == kS2MemAttrDevice) prot |= kProtDevice;
-  } else {
-    prot |= kProtR;
-    if (!(pte & kS1ApRo)) prot |= kProtW;
-    if (!(pte & kS1Xn)) prot |= kProtX;
-    if (((pte & kS1AttrIdxMask) >> kS1AttrIdxShift) == kMairIdxDevice) prot |= kProtDevice;
-  }
-  return prot;
-}
-
 int Pgtable::stage2_map(Ipa ipa, u64 size, PhysAddr pa, u32 prot, u32 flags) {
   if (format_ != Format::kStage2) return -kEINVAL;
   if (!ipa.is_aligned(kPageSize) || !pa.is_aligned(kPageSize) || (size & (kPageSize - 1))) return -kEINVAL;

@@ -193,8 +193,49 @@ class Pgtable {
 };
 
 /// The leaf attribute bits `prot` encodes to in `format` (AF and SH set).
-u64 leaf_attrs_for(Format format, u32 prot);
+constexpr u64 leaf_attrs_for(Format format, u32 prot) {
+  using namespace desc;
+  u64 a = kAf | kShInner | (u64(prot & kProtSwMask) >> kProtSwShift << kSwShift);
+  if (format == Format::kStage2) {
+    a |= (prot & kProtDevice) ? kS2MemAttrDevice : kS2MemAttrNormal;
+    if (prot & kProtR) a |= kS2ApR;
+    if (prot & kProtW) a |= kS2ApW;
+    if (!(prot & kProtX) || (prot & kProtDevice)) a |= kS2Xn;
+  } else {
+    a |= u64((prot & kProtDevice) ? kMairIdxDevice : kMairIdxNormal) << kS1AttrIdxShift;
+    a |= kS1ApRes1;
+    if (!(prot & kProtW)) a |= kS1ApRo;
+    if (!(prot & kProtX) || (prot & kProtDevice)) a |= kS1Xn;
+  }
+  return a;
+}
+
 /// The prot a valid leaf encodes (inverse of leaf_attrs_for for R/W/X/device/sw).
-u32 prot_of_leaf(Format format, u64 pte);
+constexpr u32 prot_of_leaf(Format format, u64 pte) {
+  using namespace desc;
+  u32 prot = prot_sw(sw_bits(pte));
+  if (format == Format::kStage2) {
+    if (pte & kS2ApR) prot |= kProtR;
+    if (pte & kS2ApW) prot |= kProtW;
+    if (!(pte & kS2Xn)) prot |= kProtX;
+    if ((pte & kS2MemAttrMask) == kS2MemAttrDevice) prot |= kProtDevice;
+  } else {
+    prot |= kProtR;
+    if (!(pte & kS1ApRo)) prot |= kProtW;
+    if (!(pte & kS1Xn)) prot |= kProtX;
+    if (((pte & kS1AttrIdxMask) >> kS1AttrIdxShift) == kMairIdxDevice) prot |= kProtDevice;
+  }
+  return prot;
+}
+
+static_assert(leaf_attrs_for(Format::kStage2, kProtRW) ==
+              (desc::kAf | desc::kShInner | desc::kS2MemAttrNormal | desc::kS2ApR | desc::kS2ApW | desc::kS2Xn));
+static_assert(leaf_attrs_for(Format::kHypStage1, kProtR) ==
+              (desc::kAf | desc::kShInner | desc::kS1ApRes1 | desc::kS1ApRo | desc::kS1Xn));
+static_assert(prot_of_leaf(Format::kStage2, leaf_attrs_for(Format::kStage2, kProtRWX | prot_sw(2))) ==
+              (kProtRWX | prot_sw(2)));
+static_assert(prot_of_leaf(Format::kHypStage1, leaf_attrs_for(Format::kHypStage1, kProtRW | kProtDevice)) ==
+              (kProtRW | kProtDevice));
+
 
 }  // namespace pkvm

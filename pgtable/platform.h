@@ -35,6 +35,9 @@ class Platform {
   virtual void* zalloc_pages(u32 order) = 0;
   /// Returns a page (or a block from zalloc_pages) to the pool.
   virtual void free_pages(void* va, u32 order) = 0;
+  /// Number of pages zalloc_page() can still hand out. Callers that must not
+  /// fail half-way check this before they commit.
+  virtual u64 nr_free_pages() = 0;
   /// Increments the reference count of the page containing `va`.
   virtual void get_page(void* va) = 0;
   /// Decrements the reference count of the page containing `va`; frees the

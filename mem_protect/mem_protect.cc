@@ -1,0 +1,721 @@
+// SPDX-License-Identifier: Apache-2.0
+// Ownership transitions. Every transition follows the same shape:
+//   1. validate the arguments (shape, guest, ranges) without touching state;
+//   2. check the state of every page on every side involved;
+//   3. reserve: make sure the pool holds every table page the commit may
+//      need (recycling rebuildable host mappings once if it does not);
+//   4. commit: page-table updates that cannot fail any more.
+// A failure in 1-3 returns a precise errno and changes nothing.
+#include "mem_protect/mem_protect.h"
+
+namespace pkvm {
+
+using namespace desc;
+
+namespace {
+
+constexpr u64 kPfnMax = ~u64{0} >> kPageShift;
+
+// Scoped lock holders; a null lock means a single-threaded configuration.
+class Exclusive {
+ public:
+  explicit Exclusive(RwLock* l) : l_(l) {
+    if (l_) l_->lock();
+  }
+  ~Exclusive() {
+    if (l_) l_->unlock();
+  }
+  Exclusive(const Exclusive&) = delete;
+  Exclusive& operator=(const Exclusive&) = delete;
+
+ private:
+  RwLock* l_;
+};
+
+// Calls f(ctx) for every leaf (valid or not) in [addr, addr + size).
+template <typename F>
+int for_each_leaf(Pgtable& pgt, u64 addr, u64 size, F&& f) {
+  struct Ctx {
+    F* f;
+  } c{&f};
+  Walker w{[](const VisitCtx& ctx, u32) -> int { return (*static_cast<Ctx*>(ctx.arg)->f)(ctx); }, &c, kWalkLeaf};
+  return pgt.walk(addr, size, w);
+}
+
+constexpr u64 align_down(u64 v, u64 a) { return v & ~(a - 1); }
+
+// The part of the leaf at ctx that lies inside the walked range.
+Range clip(const VisitCtx& ctx) {
+  const u64 g = granule_size(ctx.level);
+  const u64 base = align_down(ctx.addr, g);
+  return Range{ctx.addr, base + g < ctx.end ? base + g : ctx.end};
+}
+
+constexpr u32 kHostMemProt = kProtRWX;
+constexpr u32 kHostMapFlags = kMapSkipDcache | kMapSkipIcache;
+
+}  // namespace
+
+struct MemProtect::Impl {
+  // --- State of pages as each component sees them ------------------------
+
+  static PageState host_state_of(u64 pte) {
+    if (is_valid(pte)) return state_of_leaf(pte);
+    return pte == 0 ? PageState::kOwned : PageState::kNoPage;
+  }
+
+  static PageState mapped_state_of(u64 pte) {
+    return is_valid(pte) ? state_of_leaf(pte) : PageState::kNoPage;
+  }
+
+  // 0 when every page of [addr, addr + size) in `pgt` is in state `want`
+  // (host semantics when `host`), else -EPERM.
+  static int check_state(Pgtable& pgt, bool host, u64 addr, u64 size, PageState want) {
+    return for_each_leaf(pgt, addr, size, [&](const VisitCtx& ctx) -> int {
+      const PageState s = host ? host_state_of(ctx.old) : mapped_state_of(ctx.old);
+      return s == want ? 0 : -kEPERM;
+    });
+  }
+
+  // 0 when every host entry of the range is annotated with `owner`.
+  static int check_host_owner(MemProtect& mp, u64 addr, u64 size, u32 owner) {
+    return for_each_leaf(mp.host_, addr, size, [&](const VisitCtx& ctx) -> int {
+      return !is_valid(ctx.old) && !is_locked(ctx.old) && desc::owner(ctx.old) == owner ? 0 : -kEPERM;
+    });
+  }
+
+  // --- Argument validation --------------------------------------------------
+
+  static int check_nr(u64 nr) {
+    if (nr == 0) return -kEINVAL;
+    if (nr > kMaxTransitionPages) return -kE2BIG;
+    return 0;
+  }
+
+  // [pfn, pfn + nr) must be memory the host may give away, in one region.
+  static int check_host_range(MemProtect& mp, u64 pfn, u64 nr) {
+    int ret = check_nr(nr);
+    if (ret) return ret;
+    if (pfn > kPfnMax || pfn + nr < pfn || pfn + nr > (kPfnMax >> 0) ||
+        ((pfn + nr) << kPageShift) > (u64{1} << mp.host_.ia_bits()))
+      return -kEINVAL;
+    const MemRegion* r = nullptr;
+    if (!mp.cfg_.memmap->in_one_region(pfn << kPageShift, nr << kPageShift, &r)) return -kEINVAL;
+    if (r->flags & kRegionNoMap) return -kEINVAL;
+    return 0;
+  }
+
+  static int check_gfn_range(const Pgtable& g, u64 gfn, u64 nr) {
+    if (gfn > kPfnMax || gfn + nr < gfn || ((gfn + nr) << kPageShift) > (u64{1} << g.ia_bits())) return -kEINVAL;
+    return 0;
+  }
+
+  static Guest* live_guest(MemProtect& mp, u32 id) {
+    if (id < kOwnerGuestFirst || id >= kOwnerGuestFirst + kMaxGuests) return nullptr;
+    Guest& g = mp.guests_[id - kOwnerGuestFirst];
+    return g.used && g.alive ? &g : nullptr;
+  }
+
+  static Guest* any_guest(MemProtect& mp, u32 id) {
+    if (id < kOwnerGuestFirst || id >= kOwnerGuestFirst + kMaxGuests) return nullptr;
+    Guest& g = mp.guests_[id - kOwnerGuestFirst];
+    return g.used ? &g : nullptr;
+  }
+
+  static RwLock* guest_lock(MemProtect& mp, u32 id) { return mp.cfg_.guest_locks[id - kOwnerGuestFirst]; }
+
+  // --- Reservation ------------------------------------------------------------
+
+  static u64 tables_for(const Pgtable& pgt, u64 addr, u64 size, u64 phys, bool annotate) {
+    return max_new_tables(pgt.start_level(), addr, size, phys, annotate);
+  }
+
+  // Drops host mappings that the abort path can rebuild, MMIO first, then
+  // plain host-owned memory mappings, until `need` pages are free. Share
+  // states and annotations are never touched.
+  static void recycle(MemProtect& mp, u64 need) {
+    Platform* p = mp.cfg_.platform;
+    ++mp.stats_.recycles;
+    const MemMap& mm = *mp.cfg_.memmap;
+    const u64 limit = u64{1} << mp.host_.ia_bits();
+    u64 gap_start = 0;
+    for (u32 i = 0; i <= mm.size(); ++i) {
+      const u64 gap_end = i < mm.size() ? mm[i].base : limit;
+      if (gap_end > gap_start) mp.host_.stage2_unmap(Ipa(gap_start), gap_end - gap_start);
+      if (i < mm.size()) gap_start = mm[i].base + mm[i].size;
+    }
+    if (p->nr_free_pages() >= need) return;
+    // Memory: unmap one valid OWNED leaf at a time, exactly its own range,
+    // so no block is split (which would need pages).
+    for (u32 i = 0; i < mm.size() && p->nr_free_pages() < need; ++i) {
+      u64 cur = mm[i].base;
+      const u64 end = mm[i].base + mm[i].size;
+      while (cur < end) {
+        Range found{0, 0};
+        for_each_leaf(mp.host_, cur, end - cur, [&](const VisitCtx& ctx) -> int {
+          if (is_valid(ctx.old) && state_of_leaf(ctx.old) == PageState::kOwned) {
+            const u64 g = granule_size(ctx.level);
+            found = Range{align_down(ctx.addr, g), align_down(ctx.addr, g) + g};
+            return -kEEXIST;  // stop the walk here
+          }
+          return 0;
+        });
+        if (found.end == 0) break;
+        mp.host_.stage2_unmap(Ipa(found.start), found.size());
+        cur = found.end;
+      }
+    }
+  }
+
+  // 0 when the pool can supply `need` pages, recycling once if necessary.
+  static int reserve(MemProtect& mp, u64 need) {
+    Platform* p = mp.cfg_.platform;
+    if (p->nr_free_pages() >= need) return 0;
+    recycle(mp, need);
+    return p->nr_free_pages() >= need ? 0 : -kENOMEM;
+  }
+
+  // A commit step failed although everything was checked and reserved: a
+  // bug, counted so tests catch it; EL2 keeps running.
+  static void commit(MemProtect& mp, int ret) {
+    if (ret) ++mp.stats_.internal_errors;
+  }
+
+  // --- Commit helpers -----------------------------------------------------------
+
+  static void host_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
+    commit(mp, mp.host_.stage2_map(Ipa(addr), size, PhysAddr(addr), kHostMemProt | state_prot(s), kHostMapFlags));
+  }
+
+  static void host_set_owner(MemProtect& mp, u64 addr, u64 size, u32 owner) {
+    commit(mp, mp.host_.stage2_set_owner(Ipa(addr), size, owner));
+  }
+
+  static void hyp_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
+    commit(mp, mp.hyp_.hyp_map(Va(addr), size, PhysAddr(addr), kProtRW | state_prot(s), kMapSkipDcache | kMapSkipIcache));
+  }
+
+  static void hyp_unmap(MemProtect& mp, u64 addr, u64 size) { commit(mp, mp.hyp_.hyp_unmap(Va(addr), size)); }
+
+  static int record(MemProtect& mp, Transition t, int ret) {
+    if (ret >= 0)
+      ++mp.stats_.ok[u32(t)];
+    else
+      ++mp.stats_.failed[u32(t)];
+    return ret;
+  }
+
+  // --- Host abort -----------------------------------------------------------
+
+  static Range granule_range(u64 addr, u32 level) {
+    const u64 g = granule_size(level);
+    return Range{align_down(addr, g), align_down(addr, g) + g};
+  }
+
+  // The largest block, starting at the level of the empty entry found, that
+  // the architecture allows and that lies wholly inside `region`. A page when
+  // nothing fits, so an unaligned or sub-page region still makes progress.
+  static Range adjust_range(u64 addr, u32 level, const Range& region) {
+    for (;; ++level) {
+      const Range block = granule_range(addr, level);
+      if (level == kLastLevel || (level_supports_block(level) && region.contains(block))) return block;
+    }
+  }
+
+  static int idmap_locked(MemProtect& mp, u64 addr, u32* mapped_level) {
+    u64 pte;
+    u32 level;
+    int ret = mp.host_.get_leaf(addr, &pte, &level);
+    if (ret) return ret;
+    if (is_valid(pte) || is_locked(pte)) return -kEAGAIN;
+    if (pte) return -kEPERM;
+    const u64 limit = u64{1} << mp.host_.ia_bits();
+    const MemLookup l = mp.cfg_.memmap->find(addr, limit);
+    const Range r = adjust_range(addr, level, l.range);
+    const u32 prot = l.region ? kHostMemProt : (kProtRW | kProtDevice);
+    for (u32 l_ = level; l_ <= kLastLevel; ++l_)
+      if (granule_size(l_) == r.size()) *mapped_level = l_;
+    ret = mp.host_.stage2_map(Ipa(r.start), r.size(), PhysAddr(r.start), prot, kHostMapFlags);
+    if (ret == -kENOMEM) {
+      recycle(mp, tables_for(mp.host_, r.start, r.size(), r.start, false));
+      ret = mp.host_.stage2_map(Ipa(r.start), r.size(), PhysAddr(r.start), prot, kHostMapFlags);
+    }
+    return ret;
+  }
+
+  // --- Dump -------------------------------------------------------------------
+
+  static DumpRecord record_of(MemProtect& mp, u64 pte, u32 level, u64 pfn) {
+    DumpRecord d{pfn, 0, u8(kOwnerHost), u8(host_state_of(pte)), u8(level), u8(is_valid(pte) ? 1 : 0)};
+    if (!is_valid(pte) && pte) d.owner = u8(desc::owner(pte));
+    if (is_valid(pte) && state_of_leaf(pte) == PageState::kSharedBorrowed) {
+      PageMeta* m = mp.meta(pfn);
+      d.owner = m ? m->reserved : 0xff;  // the lender, recorded at share time
+    }
+    return d;
+  }
+
+  static void zero_pages(MemProtect& mp, u64 addr, u64 size) {
+    // Through the hypervisor's own (transient) mapping of the pages.
+    auto* p = static_cast<volatile u64*>(mp.cfg_.platform->phys_to_virt(PhysAddr(addr)));
+    for (u64 i = 0; i < size / sizeof(u64); ++i) p[i] = 0;
+  }
+
+  static void set_lender(MemProtect& mp, u64 addr, u64 size, u32 owner) {
+    for (u64 pfn = addr >> kPageShift; pfn < (addr + size) >> kPageShift; ++pfn)
+      if (PageMeta* m = mp.meta(pfn)) m->reserved = u8(owner);
+  }
+};
+
+using I = MemProtect::Impl;
+
+int MemProtect::init(const MemProtectConfig& cfg) {
+  if (!cfg.platform || !cfg.memmap || !cfg.meta) return -kEINVAL;
+  for (u32 i = 0; i < cfg.memmap->size(); ++i) {
+    const MemRegion& r = (*cfg.memmap)[i];
+    if ((r.base >> kPageShift) < cfg.meta_base_pfn ||
+        ((r.base + r.size) >> kPageShift) > cfg.meta_base_pfn + cfg.meta_nr)
+      return -kEINVAL;
+    if (r.base + r.size > (u64{1} << cfg.host_ia_bits)) return -kEINVAL;
+  }
+  if (!valid_geometry(Format::kStage2, cfg.guest_ia_bits, cfg.guest_start_level)) return -kEINVAL;
+  cfg_ = cfg;
+  int ret = host_.init(Format::kStage2, cfg.host_ia_bits, cfg.host_start_level, 0, cfg.platform);
+  if (ret) return ret;
+  ret = hyp_.init(Format::kHypStage1, 48, 0, 0, cfg.platform);
+  if (ret) {
+    host_.destroy();
+    return ret;
+  }
+  return 0;
+}
+
+int MemProtect::hyp_reserve(u64 pfn, u64 nr) {
+  if (nr == 0 || pfn > kPfnMax || pfn + nr < pfn) return -kEINVAL;
+  const u64 addr = pfn << kPageShift, size = nr << kPageShift;
+  if (!cfg_.memmap->in_one_region(addr, size, nullptr)) return -kEINVAL;
+  Exclusive h(cfg_.host_lock);
+  Exclusive y(cfg_.hyp_lock);
+  int ret = I::check_state(host_, true, addr, size, PageState::kOwned);
+  if (!ret) ret = I::check_state(hyp_, false, addr, size, PageState::kNoPage);
+  if (ret) return ret;
+  ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, false));
+  if (ret) return ret;
+  I::host_set_owner(*this, addr, size, kOwnerHyp);
+  I::hyp_map_state(*this, addr, size, PageState::kOwned);
+  for (u64 p = pfn; p < pfn + nr; ++p)
+    if (PageMeta* m = meta(p)) m->flags |= kMetaHypInternal;
+  return 0;
+}
+
+int MemProtect::host_stage2_idmap(u64 addr) {
+  if (addr >= (u64{1} << host_.ia_bits())) return -kEINVAL;
+  Exclusive h(cfg_.host_lock);
+  u32 level = kLastLevel;
+  const int ret = I::idmap_locked(*this, addr, &level);
+  if (ret == 0)
+    ++stats_.host_aborts[level];
+  else if (ret == -kEAGAIN)
+    ++stats_.host_abort_eagain;
+  else if (ret == -kEPERM)
+    ++stats_.host_abort_eperm;
+  else if (ret == -kENOMEM)
+    ++stats_.host_abort_enomem;
+  return ret;
+}
+
+int MemProtect::host_share_hyp(u64 pfn, u64 nr) {
+  int ret = I::check_host_range(*this, pfn, nr);
+  if (ret) return I::record(*this, Transition::kHostShareHyp, ret);
+  const u64 addr = pfn << kPageShift, size = nr << kPageShift;
+  Exclusive h(cfg_.host_lock);
+  Exclusive y(cfg_.hyp_lock);
+  ret = I::check_state(host_, true, addr, size, PageState::kOwned);
+  if (!ret) ret = I::check_state(hyp_, false, addr, size, PageState::kNoPage);
+  if (!ret)
+    ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, false) + I::tables_for(hyp_, addr, size, addr, false));
+  if (!ret) {
+    I::host_map_state(*this, addr, size, PageState::kSharedOwned);
+    I::hyp_map_state(*this, addr, size, PageState::kSharedBorrowed);
+  }
+  return I::record(*this, Transition::kHostShareHyp, ret);
+}
+
+int MemProtect::host_unshare_hyp(u64 pfn, u64 nr) {
+  int ret = I::check_host_range(*this, pfn, nr);
+  if (ret) return I::record(*this, Transition::kHostUnshareHyp, ret);
+  const u64 addr = pfn << kPageShift, size = nr << kPageShift;
+  Exclusive h(cfg_.host_lock);
+  Exclusive y(cfg_.hyp_lock);
+  ret = I::check_state(host_, true, addr, size, PageState::kSharedOwned);
+  if (!ret) ret = I::check_state(hyp_, false, addr, size, PageState::kSharedBorrowed);
+  for (u64 p = pfn; !ret && p < pfn + nr; ++p)
+    if (meta(p)->pin_count) ret = -kEBUSY;
+  if (!ret)
+    ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, false) + I::tables_for(hyp_, addr, size, addr, true));
+  if (!ret) {
+    I::host_map_state(*this, addr, size, PageState::kOwned);
+    I::hyp_unmap(*this, addr, size);
+  }
+  return I::record(*this, Transition::kHostUnshareHyp, ret);
+}
+
+int MemProtect::host_donate_hyp(u64 pfn, u64 nr) {
+  int ret = I::check_host_range(*this, pfn, nr);
+  if (ret) return I::record(*this, Transition::kHostDonateHyp, ret);
+  const u64 addr = pfn << kPageShift, size = nr << kPageShift;
+  Exclusive h(cfg_.host_lock);
+  Exclusive y(cfg_.hyp_lock);
+  ret = I::check_state(host_, true, addr, size, PageState::kOwned);
+  if (!ret) ret = I::check_state(hyp_, false, addr, size, PageState::kNoPage);
+  if (!ret)
+    ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, false));
+  if (!ret) {
+    I::host_set_owner(*this, addr, size, kOwnerHyp);
+    I::hyp_map_state(*this, addr, size, PageState::kOwned);
+  }
+  return I::record(*this, Transition::kHostDonateHyp, ret);
+}
+
+int MemProtect::hyp_donate_host(u64 pfn, u64 nr) {
+  int ret = I::check_host_range(*this, pfn, nr);
+  if (ret) return I::record(*this, Transition::kHypDonateHost, ret);
+  const u64 addr = pfn << kPageShift, size = nr << kPageShift;
+  Exclusive h(cfg_.host_lock);
+  Exclusive y(cfg_.hyp_lock);
+  ret = I::check_host_owner(*this, addr, size, kOwnerHyp);
+  if (!ret) ret = I::check_state(hyp_, false, addr, size, PageState::kOwned);
+  for (u64 p = pfn; !ret && p < pfn + nr; ++p)
+    if (meta(p)->flags & kMetaHypInternal) ret = -kEPERM;  // the hypervisor's own memory
+  if (!ret)
+    ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, true));
+  if (!ret) {
+    I::hyp_unmap(*this, addr, size);
+    I::host_set_owner(*this, addr, size, kOwnerHost);
+  }
+  return I::record(*this, Transition::kHypDonateHost, ret);
+}
+
+int MemProtect::host_share_guest(u32 guest, u64 pfn, u64 gfn, u64 nr) {
+  int ret = I::check_nr(nr);
+  Guest* g = ret ? nullptr : I::live_guest(*this, guest);
+  if (!ret && !g) ret = -kENOENT;
+  if (!ret) ret = I::check_host_range(*this, pfn, nr);
+  if (!ret) ret = I::check_gfn_range(g->pgt, gfn, nr);
+  if (ret) return I::record(*this, Transition::kHostShareGuest, ret);
+  const u64 addr = pfn << kPageShift, size = nr << kPageShift, ipa = gfn << kPageShift;
+  Exclusive h(cfg_.host_lock);
+  Exclusive gl(I::guest_lock(*this, guest));
+  ret = I::check_state(host_, true, addr, size, PageState::kOwned);
+  if (!ret) ret = I::check_state(g->pgt, false, ipa, size, PageState::kNoPage);
+  if (!ret)
+    ret = I::reserve(*this,
+                     I::tables_for(host_, addr, size, addr, false) + I::tables_for(g->pgt, ipa, size, addr, false));
+  if (!ret) {
+    I::host_map_state(*this, addr, size, PageState::kSharedOwned);
+    commit_guest_map(g, ipa, size, addr, PageState::kSharedBorrowed);
+  }
+  return I::record(*this, Transition::kHostShareGuest, ret);
+}
+
+int MemProtect::host_unshare_guest(u32 guest, u64 gfn, u64 nr) {
+  int ret = I::check_nr(nr);
+  Guest* g = ret ? nullptr : I::live_guest(*this, guest);
+  if (!ret && !g) ret = -kENOENT;
+  if (!ret) ret = I::check_gfn_range(g->pgt, gfn, nr);
+  if (ret) return I::record(*this, Transition::kHostUnshareGuest, ret);
+  const u64 ipa = gfn << kPageShift, size = nr << kPageShift;
+  Exclusive h(cfg_.host_lock);
+  Exclusive gl(I::guest_lock(*this, guest));
+  // Each guest leaf names the host pages behind it; all must be lent by the host.
+  u64 need = I::tables_for(g->pgt, ipa, size, 0, true);
+  ret = for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
+    if (!is_valid(ctx.old) || state_of_leaf(ctx.old) != PageState::kSharedBorrowed) return -kEPERM;
+    const Range r = clip(ctx);
+    const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+    need += I::tables_for(host_, pa, r.size(), pa, false);
+    return I::check_state(host_, true, pa, r.size(), PageState::kSharedOwned);
+  });
+  if (!ret) ret = I::reserve(*this, need);
+  if (!ret) {
+    for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
+      const Range r = clip(ctx);
+      const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+      I::host_map_state(*this, pa, r.size(), PageState::kOwned);
+      return 0;
+    });
+    I::commit(*this, g->pgt.stage2_unmap(Ipa(ipa), size));
+  }
+  return I::record(*this, Transition::kHostUnshareGuest, ret);
+}
+
+int MemProtect::host_donate_guest(u32 guest, u64 pfn, u64 gfn, u64 nr) {
+  int ret = I::check_nr(nr);
+  Guest* g = ret ? nullptr : I::live_guest(*this, guest);
+  if (!ret && !g) ret = -kENOENT;
+  if (!ret) ret = I::check_host_range(*this, pfn, nr);
+  if (!ret) ret = I::check_gfn_range(g->pgt, gfn, nr);
+  if (ret) return I::record(*this, Transition::kHostDonateGuest, ret);
+  const u64 addr = pfn << kPageShift, size = nr << kPageShift, ipa = gfn << kPageShift;
+  Exclusive h(cfg_.host_lock);
+  Exclusive gl(I::guest_lock(*this, guest));
+  ret = I::check_state(host_, true, addr, size, PageState::kOwned);
+  if (!ret) ret = I::check_state(g->pgt, false, ipa, size, PageState::kNoPage);
+  if (!ret)
+    ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(g->pgt, ipa, size, addr, false));
+  if (!ret) {
+    I::host_set_owner(*this, addr, size, guest);
+    commit_guest_map(g, ipa, size, addr, PageState::kOwned);
+    g->owned_pages += nr;
+  }
+  return I::record(*this, Transition::kHostDonateGuest, ret);
+}
+
+int MemProtect::guest_share_host(u32 guest, u64 gfn, u64 nr) {
+  int ret = I::check_nr(nr);
+  Guest* g = ret ? nullptr : I::live_guest(*this, guest);
+  if (!ret && !g) ret = -kENOENT;
+  if (!ret) ret = I::check_gfn_range(g->pgt, gfn, nr);
+  if (ret) return I::record(*this, Transition::kGuestShareHost, ret);
+  const u64 ipa = gfn << kPageShift, size = nr << kPageShift;
+  Exclusive h(cfg_.host_lock);
+  Exclusive gl(I::guest_lock(*this, guest));
+  u64 need = 0;
+  ret = for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
+    if (!is_valid(ctx.old) || state_of_leaf(ctx.old) != PageState::kOwned) return -kEPERM;
+    const Range r = clip(ctx);
+    const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+    need += I::tables_for(host_, pa, r.size(), pa, false) + I::tables_for(g->pgt, r.start, r.size(), pa, false);
+    return I::check_host_owner(*this, pa, r.size(), guest);
+  });
+  if (!ret) ret = I::reserve(*this, need);
+  if (!ret) {
+    for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
+      const Range r = clip(ctx);
+      const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+      I::host_map_state(*this, pa, r.size(), PageState::kSharedBorrowed);
+      I::set_lender(*this, pa, r.size(), guest);
+      return 0;
+    });
+    // Re-walk: the host updates above did not touch the guest table.
+    for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
+      const Range r = clip(ctx);
+      const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+      commit_guest_map(g, r.start, r.size(), pa, PageState::kSharedOwned);
+      return 0;
+    });
+  }
+  return I::record(*this, Transition::kGuestShareHost, ret);
+}
+
+int MemProtect::guest_unshare_host(u32 guest, u64 gfn, u64 nr) {
+  int ret = I::check_nr(nr);
+  Guest* g = ret ? nullptr : I::live_guest(*this, guest);
+  if (!ret && !g) ret = -kENOENT;
+  if (!ret) ret = I::check_gfn_range(g->pgt, gfn, nr);
+  if (ret) return I::record(*this, Transition::kGuestUnshareHost, ret);
+  const u64 ipa = gfn << kPageShift, size = nr << kPageShift;
+  Exclusive h(cfg_.host_lock);
+  Exclusive gl(I::guest_lock(*this, guest));
+  u64 need = 0;
+  ret = for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
+    if (!is_valid(ctx.old) || state_of_leaf(ctx.old) != PageState::kSharedOwned) return -kEPERM;
+    const Range r = clip(ctx);
+    const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+    need += I::tables_for(host_, pa, r.size(), pa, true) + I::tables_for(g->pgt, r.start, r.size(), pa, false);
+    return I::check_state(host_, true, pa, r.size(), PageState::kSharedBorrowed);
+  });
+  if (!ret) ret = I::reserve(*this, need);
+  if (!ret) {
+    for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
+      const Range r = clip(ctx);
+      const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+      I::host_set_owner(*this, pa, r.size(), guest);
+      I::set_lender(*this, pa, r.size(), 0);
+      return 0;
+    });
+    for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
+      const Range r = clip(ctx);
+      const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+      commit_guest_map(g, r.start, r.size(), pa, PageState::kOwned);
+      return 0;
+    });
+  }
+  return I::record(*this, Transition::kGuestUnshareHost, ret);
+}
+
+int MemProtect::host_reclaim_guest(u32 guest, u64 pfn, u64 nr) {
+  int ret = I::check_nr(nr);
+  Guest* g = ret ? nullptr : I::any_guest(*this, guest);
+  if (!ret && !g) ret = -kENOENT;
+  if (!ret) ret = I::check_host_range(*this, pfn, nr);
+  if (!ret && g->alive) ret = -kEBUSY;  // pages come back only after the guest is gone
+  if (ret) return I::record(*this, Transition::kHostReclaimGuest, ret);
+  const u64 addr = pfn << kPageShift, size = nr << kPageShift;
+  Exclusive h(cfg_.host_lock);
+  Exclusive y(cfg_.hyp_lock);
+  ret = I::check_host_owner(*this, addr, size, guest);
+  if (!ret)
+    ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, false) +
+                                I::tables_for(hyp_, addr, size, addr, true));
+  if (!ret) {
+    // The guest's data must never reach the host: zero through a transient
+    // hypervisor mapping before the host may map the pages again.
+    I::hyp_map_state(*this, addr, size, PageState::kOwned);
+    I::zero_pages(*this, addr, size);
+    I::hyp_unmap(*this, addr, size);
+    I::host_set_owner(*this, addr, size, kOwnerHost);
+    g->owned_pages -= nr;
+    if (g->owned_pages == 0) g->used = false;
+  }
+  return I::record(*this, Transition::kHostReclaimGuest, ret);
+}
+
+int MemProtect::hyp_pin_shared(u64 pfn, u64 nr) {
+  int ret = I::check_host_range(*this, pfn, nr);
+  if (ret) return I::record(*this, Transition::kHypPin, ret);
+  const u64 addr = pfn << kPageShift, size = nr << kPageShift;
+  Exclusive h(cfg_.host_lock);
+  Exclusive y(cfg_.hyp_lock);
+  ret = I::check_state(hyp_, false, addr, size, PageState::kSharedBorrowed);
+  for (u64 p = pfn; !ret && p < pfn + nr; ++p)
+    if (meta(p)->pin_count == 0xffff) ret = -kEBUSY;
+  if (!ret)
+    for (u64 p = pfn; p < pfn + nr; ++p) ++meta(p)->pin_count;
+  return I::record(*this, Transition::kHypPin, ret);
+}
+
+int MemProtect::hyp_unpin_shared(u64 pfn, u64 nr) {
+  int ret = I::check_host_range(*this, pfn, nr);
+  if (ret) return I::record(*this, Transition::kHypUnpin, ret);
+  const u64 addr = pfn << kPageShift, size = nr << kPageShift;
+  Exclusive h(cfg_.host_lock);
+  Exclusive y(cfg_.hyp_lock);
+  ret = I::check_state(hyp_, false, addr, size, PageState::kSharedBorrowed);
+  for (u64 p = pfn; !ret && p < pfn + nr; ++p)
+    if (meta(p)->pin_count == 0) ret = -kEPERM;
+  if (!ret)
+    for (u64 p = pfn; p < pfn + nr; ++p) --meta(p)->pin_count;
+  return I::record(*this, Transition::kHypUnpin, ret);
+}
+
+int MemProtect::guest_create() {
+  Exclusive h(cfg_.host_lock);
+  for (u32 i = 0; i < kMaxGuests; ++i) {
+    Guest& g = guests_[i];
+    if (g.used) continue;
+    const u32 id = kOwnerGuestFirst + i;
+    int ret = g.pgt.init(Format::kStage2, cfg_.guest_ia_bits, cfg_.guest_start_level, id, cfg_.platform);
+    if (ret) return I::record(*this, Transition::kGuestCreate, ret);
+    g.used = true;
+    g.alive = true;
+    g.owned_pages = 0;
+    return I::record(*this, Transition::kGuestCreate, int(id));
+  }
+  return I::record(*this, Transition::kGuestCreate, -kEBUSY);
+}
+
+int MemProtect::guest_destroy(u32 guest) {
+  Guest* g = I::live_guest(*this, guest);
+  if (!g) return I::record(*this, Transition::kGuestDestroy, -kENOENT);
+  Exclusive h(cfg_.host_lock);
+  Exclusive gl(I::guest_lock(*this, guest));
+  const u64 limit = u64{1} << g->pgt.ia_bits();
+  u64 need = 0;
+  for_each_leaf(g->pgt, 0, limit, [&](const VisitCtx& ctx) -> int {
+    if (!is_valid(ctx.old)) return 0;
+    const Range r = clip(ctx);
+    const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+    need += I::tables_for(host_, pa, r.size(), pa, true);
+    return 0;
+  });
+  int ret = I::reserve(*this, need);
+  if (ret) return I::record(*this, Transition::kGuestDestroy, ret);
+  for_each_leaf(g->pgt, 0, limit, [&](const VisitCtx& ctx) -> int {
+    if (!is_valid(ctx.old)) return 0;
+    const Range r = clip(ctx);
+    const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+    switch (state_of_leaf(ctx.old)) {
+      case PageState::kSharedBorrowed:  // lent by the host: back to it
+        I::host_map_state(*this, pa, r.size(), PageState::kOwned);
+        break;
+      case PageState::kSharedOwned:  // lent to the host: the host loses it
+        I::host_set_owner(*this, pa, r.size(), guest);
+        I::set_lender(*this, pa, r.size(), 0);
+        break;
+      default:
+        break;
+    }
+    return 0;
+  });
+  g->pgt.destroy();
+  g->alive = false;
+  if (g->owned_pages == 0) g->used = false;
+  return I::record(*this, Transition::kGuestDestroy, 0);
+}
+
+int MemProtect::hyp_checksum(u64 pfn, u64 nr, u64* sum) {
+  int ret = I::check_host_range(*this, pfn, nr);
+  if (ret) return ret;
+  const u64 addr = pfn << kPageShift, size = nr << kPageShift;
+  Exclusive y(cfg_.hyp_lock);
+  ret = for_each_leaf(hyp_, addr, size, [](const VisitCtx& ctx) -> int { return is_valid(ctx.old) ? 0 : -kEPERM; });
+  if (ret) return ret;
+  const auto* p = static_cast<const volatile u64*>(cfg_.platform->phys_to_virt(PhysAddr(addr)));
+  u64 s = 0;
+  for (u64 i = 0; i < size / sizeof(u64); ++i) s += p[i] ^ (i * 0x9e3779b97f4a7c15ull);
+  *sum = s;
+  return 0;
+}
+
+int MemProtect::dump_host(u64 pfn, DumpRecord* out, u32 max, u64* next_pfn) {
+  const u64 limit = u64{1} << host_.ia_bits();
+  if (!out || max == 0 || pfn > (limit >> kPageShift)) return -kEINVAL;
+  Exclusive h(cfg_.host_lock);
+  u32 n = 0;
+  u64 next = pfn;
+  for_each_leaf(host_, pfn << kPageShift, limit - (pfn << kPageShift), [&](const VisitCtx& ctx) -> int {
+    const Range r = clip(ctx);
+    const DumpRecord d = I::record_of(*this, ctx.old, ctx.level, r.start >> kPageShift);
+    if (n > 0) {
+      DumpRecord& last = out[n - 1];
+      if (last.pfn + last.nr_pages == d.pfn && last.owner == d.owner && last.state == d.state &&
+          last.level == d.level && last.mapped == d.mapped) {
+        last.nr_pages += r.size() >> kPageShift;
+        next = r.end >> kPageShift;
+        return 0;
+      }
+    }
+    if (n == max) return -kE2BIG;  // full: stop here, the caller continues at `next`
+    out[n] = d;
+    out[n].nr_pages = r.size() >> kPageShift;
+    ++n;
+    next = r.end >> kPageShift;
+    return 0;
+  });
+  if (next_pfn) *next_pfn = next;
+  return int(n);
+}
+
+MemProtectStats MemProtect::stats() const { return stats_; }
+
+Pgtable* MemProtect::guest_pgt(u32 guest) {
+  Guest* g = I::live_guest(*this, guest);
+  return g ? &g->pgt : nullptr;
+}
+
+bool MemProtect::guest_exists(u32 guest) const {
+  return I::any_guest(const_cast<MemProtect&>(*this), guest) != nullptr;
+}
+
+PageMeta* MemProtect::meta(u64 pfn) {
+  if (pfn < cfg_.meta_base_pfn || pfn - cfg_.meta_base_pfn >= cfg_.meta_nr) return nullptr;
+  return &cfg_.meta[pfn - cfg_.meta_base_pfn];
+}
+
+void MemProtect::commit_guest_map(Guest* g, u64 ipa, u64 size, u64 pa, PageState s) {
+  // Guests get cache maintenance: their view may be non-cacheable.
+  I::commit(*this, g->pgt.stage2_map(Ipa(ipa), size, PhysAddr(pa), kProtRWX | state_prot(s), 0));
+}
+
+}  // namespace pkvm
