@@ -34,7 +34,7 @@ for t in "$@"; do
     echo "FAIL $t ($p passed, $f failed, ${secs}s; exit $rc) log: $log"
     grep -E '^\[  FAILED  \]|^FAIL|Failure|ERROR|error:' "$log" | head -20 | sed 's/^/    /'
   else
-    echo "ok   $t ($p passed${s:+, $s skipped}, ${secs}s)"
+    if [[ $s -ne 0 ]]; then echo "ok   $t ($p passed, $s skipped, ${secs}s)"; else echo "ok   $t ($p passed, ${secs}s)"; fi
   fi
   total_pass=$((total_pass + p)); total_fail=$((total_fail + f)); total_skip=$((total_skip + s))
 done
