@@ -25,16 +25,17 @@ fi
 [[ -n "$abi" ]] || { echo "fetch_arm64: ERROR: cannot resolve linux-image-arm64:arm64 (apt lists?)" >&2; exit 1; }
 
 fetch() {  # fetch PACKAGE[:arch] -> path of the .deb in the cache
-  local pkg=$1 ver file
+  local pkg=$1 ver file esc base=${1%%:*}
   ver=$(apt-cache policy "$pkg" | sed -n 's/^  Candidate: //p')
   [[ -n "$ver" && "$ver" != "(none)" ]] || { echo "fetch_arm64: ERROR: no candidate for $pkg" >&2; return 1; }
-  local base=${pkg%%:*}
-  local arch=${pkg#*:}; [[ "$arch" == "$pkg" ]] && arch=$(dpkg --print-architecture)
-  file=$(ls "$cache"/"${base}"_"${ver//:/%3a}"_"$arch".deb 2>/dev/null | head -1 || true)
+  esc=${ver//:/%3a}
+  file=$(ls "$cache/${base}_${esc}_"*.deb 2>/dev/null | head -1 || true)
   if [[ -z "$file" ]]; then
     echo "fetch_arm64: downloading $pkg $ver" >&2
-    (cd "$cache" && apt-get download -q "$pkg=$ver" >/dev/null) || { echo "fetch_arm64: ERROR: download of $pkg failed" >&2; return 1; }
-    file=$(ls "$cache"/"${base}"_*_"$arch".deb | grep -F "$(echo "${ver//:/%3a}")" | head -1)
+    (cd "$cache" && apt-get download -q -o APT::Sandbox::User=root "$pkg=$ver" >/dev/null) ||
+      { echo "fetch_arm64: ERROR: download of $pkg failed" >&2; return 1; }
+    file=$(ls "$cache/${base}_${esc}_"*.deb 2>/dev/null | head -1 || true)
+    [[ -n "$file" ]] || { echo "fetch_arm64: ERROR: $pkg downloaded but not found in $cache" >&2; return 1; }
   fi
   echo "$file"
 }
@@ -44,7 +45,7 @@ hdr_deb=$(fetch "linux-headers-$abi-arm64:arm64")
 common_deb=$(fetch "linux-headers-$abi-common")
 bb_deb=$(fetch "busybox-static:arm64")
 kver=$(apt-cache policy "linux-headers-$abi-arm64:arm64" | sed -n 's/^  Candidate: //p')
-kbuild_pkg=linux-kbuild-${abi%%-*}
+kbuild_pkg=linux-kbuild-$(echo "$abi" | cut -d. -f1,2)
 if ! dpkg-query -W -f='${Version}' "$kbuild_pkg" 2>/dev/null | grep -qxF "$kver"; then
   echo "fetch_arm64: installing $kbuild_pkg=$kver"
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$kbuild_pkg=$kver" >/dev/null ||

@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "nvhe/el2_platform.h"
+
+#include "nvhe/arch.h"
+#include "pgtable/desc.h"
+
+namespace pkvm {
+
+namespace {
+
+u64 dcache_line() { return u64{4} << ((read_sysreg(ctr_el0) >> 16) & 0xf); }
+u64 icache_line() { return u64{4} << (read_sysreg(ctr_el0) & 0xf); }
+
+}  // namespace
+
+int El2Platform::init(u64 base, u64 nr_pages) { return pool_.init(base, nr_pages, 0); }
+
+void* El2Platform::zalloc_page() { return zalloc_pages(0); }
+
+void* El2Platform::zalloc_pages(u32 order) {
+  SpinGuard g(lock_);
+  return pool_.alloc_pages(order);
+}
+
+void El2Platform::free_pages(void* va, u32 order) {
+  SpinGuard g(lock_);
+  pool_.free_pages(va, order);
+}
+
+u64 El2Platform::nr_free_pages() {
+  SpinGuard g(lock_);
+  return pool_.nr_free_pages();
+}
+
+void El2Platform::get_page(void* va) { pool_.get_page(va); }
+
+void El2Platform::put_page(void* va) {
+  // Only the last reference touches the free lists, under the lock.
+  if (pool_.dec_ref(va)) {
+    SpinGuard g(lock_);
+    pool_.free_pages(va, 0);
+  }
+}
+
+int El2Platform::page_count(void* va) { return pool_.page_count(va); }
+
+void El2Platform::dcache_clean_inval_poc(PhysAddr pa, u64 size) {
+  const u64 line = dcache_line();
+  for (u64 a = pa.value() & ~(line - 1); a < pa.value() + size; a += line) asm volatile("dc civac, %0" ::"r"(a) : "memory");
+  arch::dsb_ish();
+}
+
+void El2Platform::icache_inval_pou(PhysAddr pa, u64 size) {
+  const u64 line = icache_line();
+  for (u64 a = pa.value() & ~(line - 1); a < pa.value() + size; a += line) asm volatile("ic ivau, %0" ::"r"(a) : "memory");
+  arch::dsb_ish();
+  arch::isb();
+}
+
+void dcache_clean_poc(const void* va, u64 size) {
+  const u64 line = dcache_line();
+  const u64 start = reinterpret_cast<u64>(va);
+  for (u64 a = start & ~(line - 1); a < start + size; a += line) asm volatile("dc cvac, %0" ::"r"(a) : "memory");
+  arch::dsb_sy();
+}
+
+void El2Platform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
+  (void)level;  // no FEAT_TTL hint: a plain by-IPA invalidation covers every level
+  __atomic_fetch_add(&tlbis_, 1, __ATOMIC_RELAXED);
+  if (kind == TlbiKind::kEl2Va) {
+    asm volatile("tlbi vae2is, %0" ::"r"(addr >> desc::kPageShift) : "memory");
+    arch::dsb_ish();
+    arch::isb();
+    return;
+  }
+  if (kind == TlbiKind::kEl2All) {
+    asm volatile("tlbi alle2is" ::: "memory");
+    arch::dsb_ish();
+    arch::isb();
+    return;
+  }
+  // Stage-2 invalidations apply to the VMID in VTTBR_EL2: switch to the
+  // table's VMID for the duration (the host's, 0, is normally loaded).
+  const u64 vttbr = read_sysreg(vttbr_el2);
+  const bool switch_vmid = ((vttbr >> 48) & 0xffff) != vmid;
+  if (switch_vmid) {
+    write_sysreg((vttbr & ~(u64{0xffff} << 48)) | (u64(vmid) << 48), vttbr_el2);
+    arch::isb();
+  }
+  switch (kind) {
+    case TlbiKind::kIpa:
+      // Stage-2 entry first, then any combined stage-1+2 entry built from it.
+      asm volatile("tlbi ipas2e1is, %0" ::"r"(addr >> desc::kPageShift) : "memory");
+      arch::dsb_ish();
+      asm volatile("tlbi vmalle1is" ::: "memory");
+      arch::dsb_ish();
+      break;
+    case TlbiKind::kIpaLocal:
+      asm volatile("tlbi ipas2e1, %0" ::"r"(addr >> desc::kPageShift) : "memory");
+      arch::dsb_nsh();
+      asm volatile("tlbi vmalle1" ::: "memory");
+      arch::dsb_nsh();
+      break;
+    default:
+      asm volatile("tlbi vmalls12e1is" ::: "memory");
+      arch::dsb_ish();
+      break;
+  }
+  arch::isb();
+  if (switch_vmid) {
+    write_sysreg(vttbr, vttbr_el2);
+    arch::isb();
+  }
+}
+
+void El2Platform::barrier(Barrier b) {
+  switch (b) {
+    case Barrier::kDsbIshst:
+      arch::dsb_ishst();
+      break;
+    case Barrier::kDsbIsh:
+      arch::dsb_ish();
+      break;
+    case Barrier::kIsb:
+      arch::isb();
+      break;
+  }
+}
+
+}  // namespace pkvm
