@@ -107,6 +107,22 @@ void mmu_on_boot_map(u64 ps) {
 
 extern "C" void el2_switch_ttbr(u64 ttbr0, u64 sctlr);
 
+// True when the /chosen bootargs contain `word` as a whole word.
+bool cmdline_has(const void* blob, const char* word) {
+  u32 len = 0;
+  const char* args = static_cast<const char*>(fdt::get_prop(blob, kDtbMax, "/chosen", "bootargs", &len));
+  if (!args) return false;
+  u32 wl = 0;
+  while (word[wl]) ++wl;
+  for (u32 i = 0; i + wl <= len; ++i) {
+    if (i > 0 && args[i - 1] != ' ') continue;
+    u32 k = 0;
+    while (k < wl && args[i + k] == word[k]) ++k;
+    if (k == wl && (i + wl == len || args[i + wl] == ' ' || args[i + wl] == 0)) return true;
+  }
+  return false;
+}
+
 // Splits each memory node around the no-map reserved ranges inside it, so the
 // host can never give those away.
 void build_memmap(Hyp& h) {
@@ -204,8 +220,12 @@ extern "C" void el2_primary_boot(u64 dtb, HostCtx* ctx) {
   if (fdt::parse(blob, kDtbMax, &h.boot, &err)) fail("malformed DTB", err);
   const fdt::BootInfo& b = h.boot;
   if (b.uart_base) con::init(b.uart_base);
-  if (b.verbose) con::set_verbose(true);
-  h.test_exit = b.test_exit;
+  // Options come from /chosen properties or, so that any loader can pass
+  // them, from the kernel command line (Linux ignores "pkvm.*" words).
+  const bool verbose = b.verbose || cmdline_has(blob, "pkvm.verbose");
+  const bool selftest = b.selftest || cmdline_has(blob, "pkvm.selftest");
+  h.test_exit = b.test_exit || cmdline_has(blob, "pkvm.test_exit");
+  if (verbose) con::set_verbose(true);
   if (b.nr_mem == 0) fail("DTB", "no memory node");
   if (b.nr_cpus == 0) fail("DTB", "no cpu node");
   if (b.psci != fdt::PsciMethod::kSmc) fail("DTB", "PSCI must use the SMC conduit (boot at EL2 with EL3 firmware)");
@@ -334,7 +354,7 @@ extern "C" void el2_primary_boot(u64 dtb, HostCtx* ctx) {
             (unsigned long long)(h.carve_base + h.carve_size), (unsigned long long)linux_base,
             (unsigned long long)new_dtb, (long long)dtb_size);
 
-  if (b.selftest) {
+  if (selftest) {
     const u64 pfn = (new_dtb + k2M - kSelftestPages * kPageSize) >> kPageShift;
     const int ret = h.mp.selftest(pfn, kSelftestPages);
     con::printf("ownership self-test: %s (%d)\n", ret == 0 ? "passed" : "FAILED", ret);

@@ -60,6 +60,13 @@ if [[ ! -f $root/.done ]]; then
   dpkg-deb -x "$hdr_deb" "$root/hdr"
   dpkg-deb -x "$common_deb" "$root/hdr"
   dpkg-deb -x "$bb_deb" "$root/busybox"
+  # Out-of-tree module builds: the headers' scripts/ and tools/ point at
+  # ../../lib/linux-kbuild-X (the x86_64 kbuild package), and the arch
+  # Makefile includes the common tree by absolute /usr/src path.
+  kb=$(echo "$abi" | cut -d. -f1,2)
+  mkdir -p "$root/hdr/usr/lib"
+  ln -sfn "/usr/lib/linux-kbuild-$kb" "$root/hdr/usr/lib/linux-kbuild-$kb"
+  sed -i "s|^include /usr/src/|include $root/hdr/usr/src/|" "$root/hdr/usr/src/linux-headers-$abi-arm64/Makefile"
   touch "$root/.done"
 fi
 cat > "$out_env.tmp" <<ENV
@@ -67,6 +74,7 @@ PKVM_KERNEL_ABI=$abi-arm64
 PKVM_KERNEL_VERSION=$kver
 PKVM_IMAGE=$root/Image
 PKVM_HEADERS_ROOT=$root/hdr
+PKVM_KDIR=$root/hdr/usr/src/linux-headers-$abi-arm64
 PKVM_BUSYBOX=$root/busybox/bin/busybox
 ENV
 mv "$out_env.tmp" "$out_env"

@@ -11,6 +11,7 @@ packages=(
   binutils-aarch64-linux-gnu
   clang
   cpio
+  device-tree-compiler
   g++
   g++-aarch64-linux-gnu
   gcc-aarch64-linux-gnu
