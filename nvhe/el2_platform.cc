@@ -19,7 +19,20 @@ void* El2Platform::zalloc_page() { return zalloc_pages(0); }
 
 void* El2Platform::zalloc_pages(u32 order) {
   SpinGuard g(lock_);
+  if (fail_count_) {
+    if (fail_after_ == 0) {
+      --fail_count_;
+      return nullptr;
+    }
+    --fail_after_;
+  }
   return pool_.alloc_pages(order);
+}
+
+void El2Platform::fail_allocs(u64 after, u64 count) {
+  SpinGuard g(lock_);
+  fail_after_ = after;
+  fail_count_ = count;
 }
 
 void El2Platform::free_pages(void* va, u32 order) {

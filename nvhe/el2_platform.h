@@ -28,6 +28,8 @@ class El2Platform final : public Platform {
   void tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) override;
   void barrier(Barrier b) override;
   void pte_written(u64*, u64, u64, u64, u32, u32) override {}
+  /// Test hook: after `after` more successful allocations, `count` fail.
+  void fail_allocs(u64 after, u64 count);
   /// TLB invalidations issued since boot (statistics hypercall).
   u64 tlbi_count() const { return __atomic_load_n(&tlbis_, __ATOMIC_RELAXED); }
 
@@ -35,6 +37,8 @@ class El2Platform final : public Platform {
   BuddyPool pool_;
   SpinLock lock_;  // allocation and free; reference counts are atomic in the pool
   u64 tlbis_ = 0;
+  u64 fail_after_ = 0;  // under lock_
+  u64 fail_count_ = 0;
 };
 
 /// Cleans [va, va + size) to the point of coherency (data written with the
