@@ -106,7 +106,8 @@ struct MemProtect::Impl {
   }
 
   static int check_gfn_range(const Pgtable& g, u64 gfn, u64 nr) {
-    if (gfn > kPfnMax || gfn + nr < gfn || ((gfn + nr) << kPageShift) > (u64{1} << g.ia_bits())) return -kEINVAL;
+    // Compare frame numbers: (gfn + nr) << kPageShift wraps for gfn near kPfnMax.
+    if (gfn + nr < gfn || gfn + nr > (u64{1} << (g.ia_bits() - kPageShift))) return -kEINVAL;
     return 0;
   }
 
@@ -150,7 +151,7 @@ struct MemProtect::Impl {
     for (u32 i = 0; i < mm.size() && p->nr_free_pages() < need; ++i) {
       u64 cur = mm[i].base;
       const u64 end = mm[i].base + mm[i].size;
-      while (cur < end) {
+      while (cur < end && p->nr_free_pages() < need) {  // no more than needed: each costs a fault
         Range found{0, 0};
         for_each_leaf(mp.host_, cur, end - cur, [&](const VisitCtx& ctx) -> int {
           if (is_valid(ctx.old) && state_of_leaf(ctx.old) == PageState::kOwned) {
@@ -282,7 +283,9 @@ int MemProtect::init(const MemProtectConfig& cfg) {
   cfg_ = cfg;
   int ret = host_.init(Format::kStage2, cfg.host_ia_bits, cfg.host_start_level, 0, cfg.platform);
   if (ret) return ret;
-  ret = hyp_.init(Format::kHypStage1, 48, 0, 0, cfg.platform);
+  // The EL2 TLBIs ignore it, but the table id tells the hyp stage 1 apart
+  // from the host stage 2 (VMID 0) in the platform's records.
+  ret = hyp_.init(Format::kHypStage1, 48, 0, kOwnerHyp, cfg.platform);
   if (ret) {
     host_.destroy();
     return ret;
@@ -631,6 +634,12 @@ int MemProtect::guest_destroy(u32 guest) {
   });
   int ret = I::reserve(*this, need);
   if (ret) return I::record(*this, Transition::kGuestDestroy, ret);
+  // The guest's TLB entries must be gone before the host regains pages the
+  // guest could reach through them, and before the table pages (and, with
+  // the next guest in this slot, the VMID) are reused: Pgtable::destroy
+  // frees the tables without breaking any entry.
+  cfg_.platform->barrier(Barrier::kDsbIshst);
+  cfg_.platform->tlbi(TlbiKind::kVmid, g->pgt.vmid(), 0, 0);
   for_each_leaf(g->pgt, 0, limit, [&](const VisitCtx& ctx) -> int {
     if (!is_valid(ctx.old)) return 0;
     const Range r = clip(ctx);
