@@ -8,8 +8,6 @@
 namespace pkvm {
 namespace {
 
-// Flags beyond the class's kFree (head of a free block) and kMeta.
-constexpr u8 kInFree = 4;  // any page of a free block: catches double frees
 constexpr u16 kMaxRef = 0xffff;
 
 }  // namespace
@@ -140,7 +138,8 @@ void BuddyPool::attach(u64 idx, u32 order) {
 void BuddyPool::free_pages(void* va, u32 order) {
   if (order > kMaxOrder) return;
   const u64 idx = index_of(va);
-  if (idx == kNil || (pa_of(va) & ((kPageSize << order) - 1))) return;
+  // Any address inside the block's first page names it, as for get/put.
+  if (idx == kNil || ((base_pfn_ + idx) & ((u64{1} << order) - 1))) return;
   const u64 n = u64{1} << order;
   if (n > nr_pages_ - idx) return;
   for (u64 i = 0; i < n; ++i)
@@ -150,7 +149,9 @@ void BuddyPool::free_pages(void* va, u32 order) {
 
 void BuddyPool::get_page(void* va) {
   const u64 idx = index_of(va);
-  if (idx == kNil || (page(idx)->flags & kMeta)) return;
+  // A free page has no owner to take a reference for: a later put would
+  // free it a second time.
+  if (idx == kNil || (page(idx)->flags & (kMeta | kInFree))) return;
   u16* rc = &page(idx)->refcount;
   u16 old = __atomic_load_n(rc, __ATOMIC_RELAXED);
   // Saturate rather than wrap to 0, which would free a page still in use.
@@ -175,7 +176,9 @@ bool BuddyPool::dec_ref(void* va) {
 }
 
 void BuddyPool::put_page(void* va) {
-  if (dec_ref(va)) attach(index_of(va), 0);
+  if (!dec_ref(va)) return;
+  const u64 idx = index_of(va);
+  if (!(page(idx)->flags & kInFree)) attach(idx, 0);
 }
 
 int BuddyPool::page_count(void* va) const {

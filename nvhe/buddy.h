@@ -36,13 +36,16 @@ class BuddyPool {
   /// or nullptr when order > kMaxOrder or no block is free.
   void* alloc_pages(u32 order);
 
-  /// Returns the block of 2^order pages at `va` (as allocated, or a part of
-  /// an allocation aligned to its size) to the pool whatever its refcounts,
-  /// merging it with free buddies. Ignores a pointer outside the pool, not
-  /// aligned to the order, covering metadata or already free.
+  /// Returns the block of 2^order pages whose first page contains `va` (as
+  /// allocated, or a part of an allocation aligned to its size) to the pool
+  /// whatever its refcounts, merging it with free buddies. Ignores a pointer
+  /// outside the pool, a block not aligned to its order, or one covering
+  /// metadata or free pages (a double free).
   void free_pages(void* va, u32 order);
 
-  /// Takes a reference on the page containing `va` (atomic).
+  /// Takes a reference on the allocated page containing `va` (atomic).
+  /// Ignored for a free page, a metadata page or an address outside the
+  /// pool; the count saturates at 0xffff rather than wrap.
   void get_page(void* va);
 
   /// Drops a reference on the page containing `va`; dropping the last one
@@ -50,9 +53,10 @@ class BuddyPool {
   /// put on a page whose refcount is already 0 is ignored.
   void put_page(void* va);
 
-  /// Atomically drops a reference without freeing; true when it was the
-  /// last one (the caller then frees the page with free_pages(va, 0) under
-  /// the pool lock). False, and no change, when the refcount is already 0.
+  /// Atomically drops a reference on the page containing `va` without
+  /// freeing; true when it was the last one (the caller then frees the page
+  /// with free_pages(va, 0) under the pool lock). False, and no change, when
+  /// the refcount is already 0 or `va` is a metadata page or outside the pool.
   bool dec_ref(void* va);
 
   /// Refcount of the page containing `va` (atomic read; 0 when free or
@@ -86,8 +90,9 @@ class BuddyPool {
   };
   static_assert(sizeof(Page) == 12);
   static constexpr u32 kNil = ~0u;
-  static constexpr u8 kFree = 1;  // head page of a free block
-  static constexpr u8 kMeta = 2;  // holds metadata, never handed out
+  static constexpr u8 kFree = 1;    // head page of a free block
+  static constexpr u8 kMeta = 2;    // holds metadata, never handed out
+  static constexpr u8 kInFree = 4;  // any page of a free block: catches double frees
 
   Page* page(u64 idx) const { return &pages_[idx]; }
   /// Index of the page holding `va`, or kNil when outside the pool.

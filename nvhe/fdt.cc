@@ -11,6 +11,7 @@ constexpr u32 kMagic = 0xd00dfeed;
 constexpr u32 kHeaderV16 = 36;  // v16 headers lack size_dt_struct.
 constexpr u32 kHeaderV17 = 40;
 constexpr u32 kRsvEntry = 16;
+constexpr u64 kMaxPropName = 255;
 
 constexpr u32 kTokBeginNode = 1;
 constexpr u32 kTokEndNode = 2;
@@ -242,7 +243,8 @@ struct NodeProps {
 
 // Iterative walk of the struct block with full validation. A visitor gets
 //   begin(w, d)        node at stack index d (root = 0) entered
-//   prop(w, d, name_off, name_len, val_off, len)  any property of node d
+//   prop(w, d, name, name_len, val)  any property of node d: name is the
+//                      offset of its name, val its value
 //   node(w, d)         node d finalized: w.cur holds its properties
 //   end(w, d)          node d closed
 // each returning 0 to go on, > 0 to stop the walk with that value, < 0 on
@@ -315,10 +317,16 @@ class Walker {
           if (len > end - val) return fail_at(err, "fdt: property length beyond struct block", pos);
           if (nameoff >= l.strings_size)
             return fail_at(err, "fdt: property name offset beyond strings block", pos);
-          const u64 name = l.strings_off + nameoff;
+          const u64 name = l.strings_off + nameoff, strings_end = l.strings_off + l.strings_size;
+          // Names are short (the spec says at most 31 characters); capping the
+          // scan keeps many properties sharing one huge string linear.
+          const u64 scan_end = strings_end - name > kMaxPropName + 1 ? name + kMaxPropName + 1 : strings_end;
           u32 name_len;
-          if (!v.str_len(name, l.strings_off + l.strings_size, &name_len))
-            return fail_at(err, "fdt: property name not terminated within strings block", pos);
+          if (!v.str_len(name, scan_end, &name_len))
+            return fail_at(err,
+                           scan_end == strings_end ? "fdt: property name not terminated within strings block"
+                                                   : "fdt: property name longer than 255 characters",
+                           pos);
           const Ref ref{static_cast<u32>(val), len, true};
           if (int r = record(depth - 1, static_cast<u32>(name), name_len, ref, pos)) return r;
           if (int r = vis.prop(*this, depth - 1, static_cast<u32>(name), name_len, ref)) return r;
@@ -682,8 +690,44 @@ class ParseVisitor {
   u64 pl011_base_ = 0, pl011_size_ = 0;
 };
 
+// Each lookup below runs its own walk; noinline keeps only one Walker (about
+// 0.7 KiB) on the EL2 stack at a time.
+
+// Looks up alias `name[0..len)` (bytes of the blob) in /aliases: the offset
+// and length of its value.
+__attribute__((noinline)) int find_alias(const View& v, const Layout& l, u64 name, u32 len, Ref* val,
+                                         const char** err) {
+  static const char kAliases[] = "/aliases";
+  const View av(kAliases, sizeof(kAliases) - 1);
+  PathVisitor pv(av, 0, sizeof(kAliases) - 1);
+  pv.want_prop(&v, name, len);
+  Walker w(v, l, err);
+  const int rc = w.run(pv);
+  if (rc < 0) return rc;
+  if (rc != PathVisitor::kFound) return fail(err, "fdt: stdout-path alias not found in /aliases");
+  *val = pv.val_;
+  return 0;
+}
+
+// First reg tuple, translated to a root address, of the node at the path
+// `path[0..len)` (bytes of the blob).
+__attribute__((noinline)) int find_node_reg(const View& v, const Layout& l, u64 path, u32 len, u64* base,
+                                            u64* size, const char** err) {
+  PathVisitor pv(v, path, len);
+  if (pv.too_deep()) return fail(err, "fdt: stdout-path names no node");
+  Walker w(v, l, err);
+  const int rc = w.run(pv);
+  if (rc < 0) return rc;
+  if (rc != PathVisitor::kFound) return fail(err, "fdt: stdout-path names no node");
+  if (!pv.has_reg_) return fail(err, "fdt: stdout-path node has no reg");
+  *base = pv.base_;
+  *size = pv.size_;
+  return 0;
+}
+
 // Resolves the /chosen stdout-path value `r` to its node's first reg tuple.
-int resolve_stdout(const View& v, const Layout& l, const Ref& r, BootInfo* out, const char** err) {
+__attribute__((noinline)) int resolve_stdout(const View& v, const Layout& l, const Ref& r, BootInfo* out,
+                                             const char** err) {
   u32 slen;
   if (!v.str_len(r.off, u64{r.off} + r.len, &slen)) return fail(err, "fdt: stdout-path is not a string");
   u32 plen = 0;  // up to ":options"
@@ -694,30 +738,32 @@ int resolve_stdout(const View& v, const Layout& l, const Ref& r, BootInfo* out, 
     // An alias: its value in /aliases is the full path.
     for (u32 i = 0; i < plen; ++i)
       if (v.byte(r.off + i) == '/') return fail(err, "fdt: stdout-path alias with a sub-path is not supported");
-    static const char kAliases[] = "/aliases";
-    View av(kAliases, sizeof(kAliases) - 1);
-    PathVisitor pv(av, 0, sizeof(kAliases) - 1);
-    pv.want_prop(&v, r.off, plen);
-    Walker w(v, l, err);
-    const int rc = w.run(pv);
-    if (rc < 0) return rc;
-    if (rc != PathVisitor::kFound) return fail(err, "fdt: stdout-path alias not found in /aliases");
+    Ref val;
+    if (int rc = find_alias(v, l, r.off, plen, &val, err)) return rc;
     u32 alen;
-    if (!v.str_len(pv.val_.off, u64{pv.val_.off} + pv.val_.len, &alen) || alen == 0 ||
-        v.byte(pv.val_.off) != '/')
+    if (!v.str_len(val.off, u64{val.off} + val.len, &alen) || alen == 0 || v.byte(val.off) != '/')
       return fail(err, "fdt: stdout-path alias is not an absolute path");
-    path_off = pv.val_.off;
+    path_off = val.off;
     plen = alen;
   }
-  PathVisitor pv(v, path_off, plen);
-  if (pv.too_deep()) return fail(err, "fdt: stdout-path names no node");
+  return find_node_reg(v, l, path_off, plen, &out->uart_base, &out->uart_size, err);
+}
+
+// The validating walk that fills `*out`, except the UART when /chosen names
+// one: then `*stdout_path` is set for resolve_stdout().
+__attribute__((noinline)) int parse_tree(const View& v, const Layout& l, BootInfo* out, Ref* stdout_path,
+                                         const char** err) {
+  ParseVisitor pv(out);
   Walker w(v, l, err);
-  const int rc = w.run(pv);
-  if (rc < 0) return rc;
-  if (rc != PathVisitor::kFound) return fail(err, "fdt: stdout-path names no node");
-  if (!pv.has_reg_) return fail(err, "fdt: stdout-path node has no reg");
-  out->uart_base = pv.base_;
-  out->uart_size = pv.size_;
+  if (int r = w.run(pv)) return r < 0 ? r : fail(err, "fdt: internal walk error");
+  if (pv.has_initrd_start_ != pv.has_initrd_end_)
+    return fail(err, "fdt: only one of linux,initrd-start and linux,initrd-end");
+  if (out->initrd_end < out->initrd_start) return fail(err, "fdt: linux,initrd-end below linux,initrd-start");
+  *stdout_path = pv.stdout_;
+  if (!pv.stdout_.present && pv.pl011_) {
+    out->uart_base = pv.pl011_base_;
+    out->uart_size = pv.pl011_size_;
+  }
   return 0;
 }
 
@@ -745,7 +791,8 @@ int parse(const void* blob, u64 max_size, BootInfo* out, const char** err) {
   // /memreserve/ entries (bounds established by check_header).
   for (u64 off = l.rsv_off; off + kRsvEntry < l.rsv_off + l.rsv_size; off += kRsvEntry) {
     u64 base, size;
-    if (!v.be64(off, &base) || !v.be64(off + 8, &size)) return fail_at(err, "fdt: memreserve entry beyond the blob", off);
+    if (!v.be64(off, &base) || !v.be64(off + 8, &size))
+      return fail_at(err, "fdt: memreserve entry beyond the blob", off);
     if (size == 0) continue;
     if (base + size < base) return fail_at(err, "fdt: memreserve entry overflows", off);
     if (out->nr_reserved == kMaxReserved)
@@ -753,18 +800,9 @@ int parse(const void* blob, u64 max_size, BootInfo* out, const char** err) {
     out->reserved[out->nr_reserved++] = Reserved{base, size, false};
   }
 
-  ParseVisitor pv(out);
-  Walker w(v, l, err);
-  if (int r = w.run(pv)) return r < 0 ? r : fail(err, "fdt: internal walk error");
-  if (pv.has_initrd_start_ != pv.has_initrd_end_)
-    return fail(err, "fdt: only one of linux,initrd-start and linux,initrd-end");
-  if (out->initrd_end < out->initrd_start) return fail(err, "fdt: linux,initrd-end below linux,initrd-start");
-  if (pv.stdout_.present) return resolve_stdout(v, l, pv.stdout_, out, err);
-  if (pv.pl011_) {
-    out->uart_base = pv.pl011_base_;
-    out->uart_size = pv.pl011_size_;
-  }
-  return 0;
+  Ref stdout_path;
+  if (int r = parse_tree(v, l, out, &stdout_path, err)) return r;
+  return stdout_path.present ? resolve_stdout(v, l, stdout_path, out, err) : 0;
 }
 
 u64 total_size(const void* blob, u64 max_size) {
