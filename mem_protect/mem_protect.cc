@@ -32,6 +32,24 @@ class Exclusive {
   RwLock* l_;
 };
 
+// Scoped shared hold: host aborts run side by side under it.
+class Shared {
+ public:
+  explicit Shared(RwLock* l) : l_(l) {
+    if (l_) l_->lock_shared();
+  }
+  ~Shared() {
+    if (l_) l_->unlock_shared();
+  }
+  Shared(const Shared&) = delete;
+  Shared& operator=(const Shared&) = delete;
+
+ private:
+  RwLock* l_;
+};
+
+void count(u64* c) { __atomic_fetch_add(c, 1, __ATOMIC_RELAXED); }
+
 // Calls f(ctx) for every leaf (valid or not) in [addr, addr + size).
 template <typename F>
 int for_each_leaf(Pgtable& pgt, u64 addr, u64 size, F&& f) {
@@ -136,7 +154,7 @@ struct MemProtect::Impl {
   // states and annotations are never touched.
   static void recycle(MemProtect& mp, u64 need) {
     Platform* p = mp.cfg_.platform;
-    ++mp.stats_.recycles;
+    count(&mp.stats_.recycles);
     const MemMap& mm = *mp.cfg_.memmap;
     const u64 limit = u64{1} << mp.host_.ia_bits();
     u64 gap_start = 0;
@@ -179,7 +197,7 @@ struct MemProtect::Impl {
   // A commit step failed although everything was checked and reserved: a
   // bug, counted so tests catch it; EL2 keeps running.
   static void commit(MemProtect& mp, int ret) {
-    if (ret) ++mp.stats_.internal_errors;
+    if (ret) count(&mp.stats_.internal_errors);
   }
 
   // --- Commit helpers -----------------------------------------------------------
@@ -199,10 +217,7 @@ struct MemProtect::Impl {
   static void hyp_unmap(MemProtect& mp, u64 addr, u64 size) { commit(mp, mp.hyp_.hyp_unmap(Va(addr), size)); }
 
   static int record(MemProtect& mp, Transition t, int ret) {
-    if (ret >= 0)
-      ++mp.stats_.ok[u32(t)];
-    else
-      ++mp.stats_.failed[u32(t)];
+    count(ret >= 0 ? &mp.stats_.ok[u32(t)] : &mp.stats_.failed[u32(t)]);
     return ret;
   }
 
@@ -223,7 +238,10 @@ struct MemProtect::Impl {
     }
   }
 
-  static int idmap_locked(MemProtect& mp, u64 addr, u32* mapped_level) {
+  // One attempt at the abort path. With `flags` = shared fault-handler
+  // flags it runs beside other aborts: every update is a CAS, a lost race is
+  // -EAGAIN and the host simply retries the access.
+  static int idmap_try(MemProtect& mp, u64 addr, u32* mapped_level, u32 flags, Range* block = nullptr) {
     u64 pte;
     u32 level;
     int ret = mp.host_.get_leaf(addr, &pte, &level);
@@ -233,15 +251,48 @@ struct MemProtect::Impl {
     const u64 limit = u64{1} << mp.host_.ia_bits();
     const MemLookup l = mp.cfg_.memmap->find(addr, limit);
     const Range r = adjust_range(addr, level, l.range);
+    if (block) *block = r;
     const u32 prot = l.region ? kHostMemProt : (kProtRW | kProtDevice);
     for (u32 l_ = level; l_ <= kLastLevel; ++l_)
       if (granule_size(l_) == r.size()) *mapped_level = l_;
-    ret = mp.host_.stage2_map(Ipa(r.start), r.size(), PhysAddr(r.start), prot, kHostMapFlags);
-    if (ret == -kENOMEM) {
-      recycle(mp, tables_for(mp.host_, r.start, r.size(), r.start, false));
-      ret = mp.host_.stage2_map(Ipa(r.start), r.size(), PhysAddr(r.start), prot, kHostMapFlags);
+    return mp.host_.stage2_map(Ipa(r.start), r.size(), PhysAddr(r.start), prot, kHostMapFlags | flags);
+  }
+
+  // --- Healing ----------------------------------------------------------------
+
+  // True when every page of `b` is the host's alone and mapped (or mappable)
+  // as plain memory, and the entry for `b` at `level` is a table: then one
+  // block can replace that table.
+  static bool healable(MemProtect& mp, const Range& b, u32 level) {
+    bool table = true;
+    const int ret = for_each_leaf(mp.host_, b.start, b.size(), [&](const VisitCtx& ctx) -> int {
+      if (ctx.level <= level) table = false;  // already one block (or empty entry) at this level
+      if (ctx.old == 0) return 0;
+      if (is_valid(ctx.old) && state_of_leaf(ctx.old) == PageState::kOwned &&
+          prot_of_leaf(Format::kStage2, ctx.old) == (kHostMemProt | state_prot(PageState::kOwned)))
+        return 0;
+      return -kEPERM;
+    });
+    return ret == 0 && table;
+  }
+
+  // After pages return to the host: where a whole 2 MiB (then 1 GiB) block
+  // of one memory region is uniformly the host's again, the tables under it
+  // go and one block maps it (pgtable coalesces with one break and one
+  // VMID-wide invalidation, and frees the subtree). No page is allocated.
+  static void heal(MemProtect& mp, u64 addr, u64 size) {
+    for (u32 level = kLastLevel - 1; level >= 1; --level) {
+      const u64 g = granule_size(level);
+      for (u64 base = align_down(addr, g); base < addr + size; base += g) {
+        const Range b{base, base + g};
+        const MemLookup l = mp.cfg_.memmap->find(base, u64{1} << mp.host_.ia_bits());
+        if (!l.region || !l.range.contains(b) || !healable(mp, b, level)) continue;
+        if (mp.host_.stage2_map(Ipa(b.start), b.size(), PhysAddr(b.start),
+                                kHostMemProt | state_prot(PageState::kOwned), kHostMapFlags) == 0)
+          count(&mp.stats_.heals);
+      }
+      if (level == 1) break;
     }
-    return ret;
   }
 
   // --- Dump -------------------------------------------------------------------
@@ -313,17 +364,35 @@ int MemProtect::hyp_reserve(u64 pfn, u64 nr) {
 
 int MemProtect::host_stage2_idmap(u64 addr) {
   if (addr >= (u64{1} << host_.ia_bits())) return -kEINVAL;
-  Exclusive h(cfg_.host_lock);
   u32 level = kLastLevel;
-  const int ret = I::idmap_locked(*this, addr, &level);
+  int ret;
+  Range block{0, 0};
+  {
+    // Aborts only add mappings of memory the host owns: they may run
+    // together (shared walkers, CAS updates); transitions exclude them.
+    Shared h(cfg_.host_lock);
+    ret = I::idmap_try(*this, addr, &level, kWalkShared | kWalkHandleFault, &block);
+  }
+  if (ret == -kENOMEM) {
+    // Recycling unmaps and frees: that needs the lock to ourselves. First
+    // drop the empty tables the shared attempt may have left on its way
+    // (shared walkers never free), then recycle and retry once.
+    Exclusive h(cfg_.host_lock);
+    u64 pte = 0;
+    u32 l = 0;
+    if (host_.get_leaf(addr, &pte, &l) == 0 && !is_valid(pte) && pte == 0)
+      host_.stage2_unmap(Ipa(block.start), block.size());
+    I::recycle(*this, max_new_tables(host_.start_level(), addr, kPageSize, addr, false));
+    ret = I::idmap_try(*this, addr, &level, 0);
+  }
   if (ret == 0)
-    ++stats_.host_aborts[level];
+    count(&stats_.host_aborts[level]);
   else if (ret == -kEAGAIN)
-    ++stats_.host_abort_eagain;
+    count(&stats_.host_abort_eagain);
   else if (ret == -kEPERM)
-    ++stats_.host_abort_eperm;
+    count(&stats_.host_abort_eperm);
   else if (ret == -kENOMEM)
-    ++stats_.host_abort_enomem;
+    count(&stats_.host_abort_enomem);
   return ret;
 }
 
@@ -358,6 +427,7 @@ int MemProtect::host_unshare_hyp(u64 pfn, u64 nr) {
     ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, false) + I::tables_for(hyp_, addr, size, addr, true));
   if (!ret) {
     I::host_map_state(*this, addr, size, PageState::kOwned);
+    I::heal(*this, addr, size);
     I::hyp_unmap(*this, addr, size);
   }
   return I::record(*this, Transition::kHostUnshareHyp, ret);
@@ -395,6 +465,7 @@ int MemProtect::hyp_donate_host(u64 pfn, u64 nr) {
   if (!ret) {
     I::hyp_unmap(*this, addr, size);
     I::host_set_owner(*this, addr, size, kOwnerHost);
+    I::heal(*this, addr, size);
   }
   return I::record(*this, Transition::kHypDonateHost, ret);
 }
@@ -445,6 +516,7 @@ int MemProtect::host_unshare_guest(u32 guest, u64 gfn, u64 nr) {
       const Range r = clip(ctx);
       const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
       I::host_map_state(*this, pa, r.size(), PageState::kOwned);
+      I::heal(*this, pa, r.size());
       return 0;
     });
     I::commit(*this, g->pgt.stage2_unmap(Ipa(ipa), size));
@@ -568,6 +640,7 @@ int MemProtect::host_reclaim_guest(u32 guest, u64 pfn, u64 nr) {
     I::zero_pages(*this, addr, size);
     I::hyp_unmap(*this, addr, size);
     I::host_set_owner(*this, addr, size, kOwnerHost);
+    I::heal(*this, addr, size);
     g->owned_pages -= nr;
     if (g->owned_pages == 0) g->used = false;
   }
@@ -647,6 +720,7 @@ int MemProtect::guest_destroy(u32 guest) {
     switch (state_of_leaf(ctx.old)) {
       case PageState::kSharedBorrowed:  // lent by the host: back to it
         I::host_map_state(*this, pa, r.size(), PageState::kOwned);
+        I::heal(*this, pa, r.size());
         break;
       case PageState::kSharedOwned:  // lent to the host: the host loses it
         I::host_set_owner(*this, pa, r.size(), guest);
@@ -671,8 +745,9 @@ int MemProtect::hyp_checksum(u64 pfn, u64 nr, u64* sum) {
   ret = for_each_leaf(hyp_, addr, size, [](const VisitCtx& ctx) -> int { return is_valid(ctx.old) ? 0 : -kEPERM; });
   if (ret) return ret;
   const auto* p = static_cast<const volatile u64*>(cfg_.platform->phys_to_virt(PhysAddr(addr)));
-  u64 s = 0;
-  for (u64 i = 0; i < size / sizeof(u64); ++i) s += p[i] ^ (i * 0x9e3779b97f4a7c15ull);
+  // FNV-1a over 64-bit words, as the ABI specifies (docs/abi.md, checksum).
+  u64 s = 0xcbf29ce484222325ull;
+  for (u64 i = 0; i < size / sizeof(u64); ++i) s = (s ^ p[i]) * 0x100000001b3ull;
   *sum = s;
   return 0;
 }
@@ -706,7 +781,15 @@ int MemProtect::dump_host(u64 pfn, DumpRecord* out, u32 max, u64* next_pfn) {
   return int(n);
 }
 
-MemProtectStats MemProtect::stats() const { return stats_; }
+MemProtectStats MemProtect::stats() const {
+  // Counters are bumped atomically (aborts run concurrently): read them so.
+  MemProtectStats s;
+  static_assert(sizeof(MemProtectStats) % sizeof(u64) == 0);
+  const u64* src = reinterpret_cast<const u64*>(&stats_);
+  u64* dst = reinterpret_cast<u64*>(&s);
+  for (u64 i = 0; i < sizeof(s) / sizeof(u64); ++i) dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+  return s;
+}
 
 Pgtable* MemProtect::guest_pgt(u32 guest) {
   Guest* g = I::live_guest(*this, guest);

@@ -86,6 +86,7 @@ struct MemProtectStats {
   u64 host_abort_enomem;   ///< Aborts that could not get a table page even after recycling.
   u64 recycles;            ///< Times mappings were dropped to free table pages.
   u64 internal_errors;     ///< Commit steps that failed after checks passed (a bug; must stay 0).
+  u64 heals;               ///< Blocks restored after their pages all returned to the host.
   u64 ok[u32(Transition::kCount)];
   u64 failed[u32(Transition::kCount)];
 };
@@ -167,8 +168,8 @@ class MemProtect {
   /// the host reclaims them.
   int guest_destroy(u32 guest);
 
-  /// Sums the 64-bit words of pages the hypervisor owns or borrows, read
-  /// through its own mapping. -EPERM when any page is not mapped for it.
+  /// FNV-1a over the 64-bit words of pages the hypervisor owns or borrows,
+  /// read through its own mapping. -EPERM when any page is not mapped for it.
   int hyp_checksum(u64 pfn, u64 nr, u64* sum);
 
   /// Dumps the host stage 2 from `pfn` on as coalesced records. Returns the

@@ -119,9 +119,9 @@ class Env {
   /// The sum hyp_checksum is specified to return, computed independently.
   u64 expected_checksum(u64 pfn, u64 nr) {
     auto* p = static_cast<const u64*>(plat.phys_to_virt(PhysAddr(pfn << desc::kPageShift)));
-    u64 s = 0;
-    for (u64 i = 0; i < nr * kPage / 8; ++i) s += p[i] ^ (i * 0x9e3779b97f4a7c15ull);
-    return s;
+    u64 h = 0xcbf29ce484222325ull;  // FNV-1a over 64-bit words
+    for (u64 i = 0; i < nr * kPage / 8; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
   }
 
   EnvConfig cfg;
