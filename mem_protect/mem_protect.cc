@@ -367,7 +367,10 @@ int MemProtect::host_stage2_idmap(u64 addr) {
   u32 level = kLastLevel;
   int ret;
   Range block{0, 0};
-  {
+  if (cfg_.exclusive_aborts) {
+    Exclusive h(cfg_.host_lock);
+    ret = I::idmap_try(*this, addr, &level, 0, &block);
+  } else {
     // Aborts only add mappings of memory the host owns: they may run
     // together (shared walkers, CAS updates); transitions exclude them.
     Shared h(cfg_.host_lock);

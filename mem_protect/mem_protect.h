@@ -119,6 +119,9 @@ struct MemProtectConfig {
   RwLock* host_lock;
   RwLock* hyp_lock;
   RwLock* guest_locks[kMaxGuests];
+  /// Serialises host aborts on the exclusive host lock with an exclusive
+  /// walker, as upstream pKVM does: for comparison with the shared path.
+  bool exclusive_aborts;
 };
 
 /// The host, hypervisor and guest page tables and the transitions between them.

@@ -48,6 +48,7 @@ struct EnvConfig {
   u32 guest_ia_bits = 36;
   u32 guest_start_level = 1;
   bool attach_bbm = true;  ///< benchmarks run without the checker (it sees every event)
+  bool exclusive_aborts = false;  ///< host aborts under the exclusive lock (comparison baseline)
 };
 
 class Env {
@@ -77,6 +78,7 @@ class Env {
     mc.meta_base_pfn = meta_base;
     mc.meta_nr = meta.size();
     mc.host_lock = &host_lock;
+    mc.exclusive_aborts = c.exclusive_aborts;
     mc.hyp_lock = &hyp_lock;
     for (u32 i = 0; i < kMaxGuests; ++i) mc.guest_locks[i] = &guest_locks[i];
     init_ret = mp.init(mc);
