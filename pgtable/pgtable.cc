@@ -87,11 +87,17 @@ struct Pgtable::Internal {
     if (level > kLastLevel) return -kEINVAL;  // a corrupt table must not recurse further
     u32 idx = level == d.pgt->start_level_ ? u32(d.addr >> level_shift(level)) : index(d.addr, level);
     for (; idx < nr_entries; ++idx) {
+      // A retry re-visits the whole entry from where its visit began: a
+      // TABLE_POST callback runs after the descent has moved d.addr past the
+      // entry, and descending again from there would walk the child table
+      // with the next entry's addresses.
+      const u64 entry_addr = d.addr;
       for (;;) {
         if (d.addr >= d.end) return 0;
         int ret = visit(d, &table[idx], level);
         if (ret == 0) break;
         if (!walk_retry(d.walker->flags, ret)) return ret;
+        d.addr = entry_addr;
       }
     }
     return 0;
@@ -315,6 +321,22 @@ struct Pgtable::Internal {
     return make_leaf(m.phys + (ctx.addr - m.start), m.attrs, ctx.level);
   }
 
+  static bool leaf_exec(Format f, u64 pte) { return !(pte & (f == Format::kStage2 ? kS2Xn : kS1Xn)); }
+
+  static bool leaf_device(Format f, u64 pte) {
+    return f == Format::kStage2 ? (pte & kS2MemAttrMask) == kS2MemAttrDevice
+                                : ((pte & kS1AttrIdxMask) >> kS1AttrIdxShift) == kMairIdxDevice;
+  }
+
+  // An existing normal-memory leaf that becomes executable in place (a
+  // permission-only update) needs the same instruction-cache invalidation as
+  // a new executable mapping, before the update makes it fetchable.
+  static void icache_if_exec_gained(const VisitCtx& ctx, u64 old, u64 new_pte) {
+    const Format f = ctx.pgt->format_;
+    if ((ctx.flags & kMapSkipIcache) || leaf_device(f, new_pte) || !leaf_exec(f, new_pte) || leaf_exec(f, old)) return;
+    ctx.pgt->platform_->icache_inval_pou(PhysAddr(oa(new_pte)), granule_size(ctx.level));
+  }
+
   static void cmo_for_map(const VisitCtx& ctx, u64 new_pte, const MapData& m) {
     if (!is_valid(new_pte) || m.device) return;
     if (is_valid(ctx.old) && oa(ctx.old) == oa(new_pte)) return;  // same memory, already coherent
@@ -339,10 +361,14 @@ struct Pgtable::Internal {
     Pgtable* pgt = ctx.pgt;
     const u64 new_pte = new_leaf(ctx, m);
     if (is_locked(ctx.old)) return -kEAGAIN;
-    if (ctx.old == new_pte) return m.annotate ? 0 : -kEAGAIN;
+    // Identical: nothing to do. Only a fault handler hears -EAGAIN (it just
+    // resumes the guest); a shared walker outside one would retry the same
+    // unchanged entry forever, and an exclusive one ignores it anyway.
+    if (ctx.old == new_pte) return (m.annotate || !(ctx.flags & kWalkHandleFault)) ? 0 : -kEAGAIN;
     if (is_leaf(ctx.old, ctx.level) && is_valid(new_pte) && ((ctx.old ^ new_pte) & ~m.perm_mask) == 0) {
       // Only permissions differ: no break needed. A restriction must reach
       // every CPU; a pure relaxation only risks a spurious fault locally.
+      icache_if_exec_gained(ctx, ctx.old, new_pte);
       if (!set_pte(ctx, new_pte)) return -kEAGAIN;
       pgt->platform_->barrier(Barrier::kDsbIshst);
       tlbi_leaf(pgt, ctx.addr, ctx.level, is_restriction(pgt->format_, ctx.old, new_pte));
@@ -432,6 +458,7 @@ struct Pgtable::Internal {
     if (ctx.old & kAf) a.young = true;
     const u64 new_pte = (ctx.old & ~a.clr) | a.set;
     if (new_pte == ctx.old) return 0;
+    icache_if_exec_gained(ctx, ctx.old, new_pte);
     if (!set_pte(ctx, new_pte)) return -kEAGAIN;
     if (a.inval != Inval::kNone) {
       ctx.pgt->platform_->barrier(Barrier::kDsbIshst);
@@ -560,7 +587,9 @@ int Pgtable::walk(u64 addr, u64 size, const Walker& walker) {
   const u64 start = align_down(addr, kPageSize);
   const u64 last = addr + size;
   if (last > limit || start > limit) return -kERANGE;
-  const u64 end = align_down(last + kPageSize - 1, kPageSize);
+  // Every page [addr, addr + size) touches; an empty range touches none,
+  // even when addr is not page aligned.
+  const u64 end = size ? align_down(last + kPageSize - 1, kPageSize) : start;
   I::WalkData d{this, &walker, start, end};
   return I::walk_table(d, root_, start_level_, root_entries_);
 }
@@ -605,8 +634,10 @@ int Pgtable::stage2_relax_perms(Ipa ipa, u32 prot, u32 flags) {
   if (prot & kProtX) clr |= kS2Xn;
   I::AttrData a{set, clr, I::Inval::kLocal, 0, false};
   int ret = I::update_attrs(this, ipa.value(), kPageSize, a, flags);
-  // No valid leaf: the access faults again and goes down the map path.
-  return ret == -kENOENT ? -kEAGAIN : ret;
+  // No valid leaf: the access faults again and goes down the map path. An
+  // exclusive walker shrugs off the callback's -ENOENT, so look at what it saw.
+  if (ret == -kENOENT || (ret == 0 && a.old == 0)) return -kEAGAIN;
+  return ret;
 }
 
 int Pgtable::stage2_wrprotect(Ipa ipa, u64 size) {
@@ -620,7 +651,7 @@ int Pgtable::stage2_mkyoung(Ipa ipa, u64* old) {
   I::AttrData a{kAf, 0, I::Inval::kNone, 0, false};
   int ret = I::update_attrs(this, ipa.value(), kPageSize, a, kWalkShared | kWalkHandleFault);
   if (ret == -kENOENT) return -kEAGAIN;
-  if (old) *old = a.old;
+  if (ret == 0 && old) *old = a.old;  // only a successful update reports
   return ret;
 }
 

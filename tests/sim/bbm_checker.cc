@@ -155,7 +155,7 @@ void BbmChecker::on_free(const Event& e) {
     PageInfo& pi = it->second;
     if (!teardown_) {
       // Rule d.
-      if (!pi.linked_from.empty())
+      if (!pi.linked_from.empty() && !unreachable(page, 0))
         add_violation(format("[d] table page 0x%" PRIx64 " freed (event #%" PRIu64
                              ") while slot 0x%" PRIx64 " still holds a table descriptor pointing to it",
                              page, e.seq, *pi.linked_from.begin()));
@@ -195,12 +195,24 @@ void BbmChecker::link(u64 table_pa, u64 slot, const Event& e) {
   pi.linked_from.insert(slot);
 }
 
+bool BbmChecker::unreachable(u64 page, int depth) const {
+  auto it = pages_.find(page);
+  if (it == pages_.end()) return true;
+  const PageInfo& pi = it->second;
+  if (pi.linked_from.empty()) return pi.unlinked && !pi.needs_tlbi;
+  if (depth > 4) return false;  // deeper than any table: a cycle, so reachable
+  for (u64 slot : pi.linked_from)
+    if (!unreachable(slot & ~(kPageSize - 1), depth + 1)) return false;
+  return true;
+}
+
 void BbmChecker::unlink(u64 table_pa, u64 slot, const Event& e, Format f) {
   auto it = pages_.find(table_pa);
   if (it == pages_.end()) return;  // freed in teardown before its parent
   PageInfo& pi = it->second;
   pi.linked_from.erase(slot);
   if (teardown_) return;
+  pi.unlinked = true;
   pi.needs_tlbi = true;
   pi.vmid = e.vmid;
   pi.format = f;

@@ -125,6 +125,7 @@ class BbmChecker final : public EventObserver {
   struct PageInfo {
     std::set<u64> linked_from;  // slots holding a table descriptor to this page
     bool needs_tlbi = false;    // unlinked and not yet invalidated table-wide
+    bool unlinked = false;      // was unlinked from its parent at some point
     u32 vmid = 0;
     Format format = Format::kStage2;
     u64 unlink_seq = 0;        // checker-local order of the unlink
@@ -137,6 +138,10 @@ class BbmChecker final : public EventObserver {
   void on_tlbi(const Event& e);
   void on_alloc(u64 pa, u32 order);
   void on_free(const Event& e);
+  /// True when no walker can reach `page`: unlinked and invalidated, or
+  /// linked only from slots of pages that are themselves unreachable (a
+  /// subtree freed bottom-up after its root entry was broken).
+  bool unreachable(u64 page, int depth) const;
   void link(u64 table_pa, u64 slot, const Event& e);
   void unlink(u64 table_pa, u64 slot, const Event& e, Format f);
   void finish_locked();
