@@ -365,13 +365,17 @@ struct Pgtable::Internal {
     // resumes the guest); a shared walker outside one would retry the same
     // unchanged entry forever, and an exclusive one ignores it anyway.
     if (ctx.old == new_pte) return (m.annotate || !(ctx.flags & kWalkHandleFault)) ? 0 : -kEAGAIN;
-    if (is_leaf(ctx.old, ctx.level) && is_valid(new_pte) && ((ctx.old ^ new_pte) & ~m.perm_mask) == 0) {
-      // Only permissions differ: no break needed. A restriction must reach
-      // every CPU; a pure relaxation only risks a spurious fault locally.
+    if (is_leaf(ctx.old, ctx.level) && is_valid(new_pte) && ((ctx.old ^ new_pte) & ~(m.perm_mask | kSwMask)) == 0) {
+      // Only permissions or software bits differ: no break needed. A
+      // restriction must reach every CPU; a pure relaxation only risks a
+      // spurious fault locally; software bits are invisible to the hardware,
+      // so a change of those alone needs no invalidation at all.
       icache_if_exec_gained(ctx, ctx.old, new_pte);
       if (!set_pte(ctx, new_pte)) return -kEAGAIN;
-      pgt->platform_->barrier(Barrier::kDsbIshst);
-      tlbi_leaf(pgt, ctx.addr, ctx.level, is_restriction(pgt->format_, ctx.old, new_pte));
+      if ((ctx.old ^ new_pte) & m.perm_mask) {
+        pgt->platform_->barrier(Barrier::kDsbIshst);
+        tlbi_leaf(pgt, ctx.addr, ctx.level, is_restriction(pgt->format_, ctx.old, new_pte));
+      }
       stat_inc(&pgt->stats_.leaf_writes);
       return 0;
     }
