@@ -466,6 +466,9 @@ int MemProtect::hyp_donate_host(u64 pfn, u64 nr) {
   if (!ret)
     ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, true));
   if (!ret) {
+    // Whatever the hypervisor kept there must not reach the host: zero the
+    // pages through the hypervisor's own mapping before it goes.
+    I::zero_pages(*this, addr, size);
     I::hyp_unmap(*this, addr, size);
     I::host_set_owner(*this, addr, size, kOwnerHost);
     I::heal(*this, addr, size);

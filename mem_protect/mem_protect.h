@@ -144,7 +144,7 @@ class MemProtect {
   int host_share_hyp(u64 pfn, u64 nr);      ///< Host lends pages to the hypervisor.
   int host_unshare_hyp(u64 pfn, u64 nr);    ///< Host takes them back (-EBUSY while pinned).
   int host_donate_hyp(u64 pfn, u64 nr);     ///< Host gives pages to the hypervisor.
-  int hyp_donate_host(u64 pfn, u64 nr);     ///< Hypervisor gives donated pages back.
+  int hyp_donate_host(u64 pfn, u64 nr);     ///< Hypervisor gives donated pages back, zeroed.
   /// Host lends [pfn, +nr) to guest `guest` at guest frame `gfn`.
   int host_share_guest(u32 guest, u64 pfn, u64 gfn, u64 nr);
   /// Host takes back what it lent to `guest` at [gfn, +nr).

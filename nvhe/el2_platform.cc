@@ -42,7 +42,10 @@ void El2Platform::free_pages(void* va, u32 order) {
 
 u64 El2Platform::nr_free_pages() {
   SpinGuard g(lock_);
-  return pool_.nr_free_pages();
+  // With failures armed, only the allocations before them can succeed: say
+  // so, so callers that reserve before committing see the shortage.
+  const u64 free = pool_.nr_free_pages();
+  return fail_count_ && fail_after_ < free ? fail_after_ : free;
 }
 
 void El2Platform::get_page(void* va) { pool_.get_page(va); }

@@ -59,7 +59,13 @@ struct Handlers {
     return g_hyp.mp.host_donate_guest(guest_id(g), pfn, gfn, nr);
   }
   long host_reclaim_guest(Reg g, Reg pfn, Reg nr) { return g_hyp.mp.host_reclaim_guest(guest_id(g), pfn, nr); }
-  long hyp_pin_shared(Reg pfn, Reg nr) { return g_hyp.mp.hyp_pin_shared(pfn, nr); }
+  long hyp_pin_shared(Reg pfn, Reg nr) {
+    // mem_protect reports a pin count that would overflow as EBUSY (what
+    // get_stats and dump_host_stage2 answer for such a buffer); the ABI
+    // says ERANGE for this call.
+    const int ret = g_hyp.mp.hyp_pin_shared(pfn, nr);
+    return ret == -kEBUSY ? -kERANGE : ret;
+  }
   long hyp_unpin_shared(Reg pfn, Reg nr) { return g_hyp.mp.hyp_unpin_shared(pfn, nr); }
   long guest_create(hc::GuestCreateResults& r) {
     const int id = g_hyp.mp.guest_create();
@@ -111,6 +117,8 @@ struct Handlers {
         if (n <= 0) break;
         for (int i = 0; i < n && !full; ++i) {
           const DumpRecord& d = batch[i];
+          // Runs in the default state (the host's alone, not mapped yet) are left out.
+          if (d.owner == kOwnerHost && d.state == u8(PageState::kOwned) && !d.mapped) continue;
           // The ABI reports a page's state as its owner sees it.
           const u64 state = d.state == u8(PageState::kNoPage) ? PKVM_PAGE_OWNED : d.state;
           // Runs longer than the record's count field continue in the next record.

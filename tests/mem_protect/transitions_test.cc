@@ -203,7 +203,7 @@ const Row kMatrix[] = {
     {T::kHypDonateHost, St::kMapped, EPERM_, kVOwned, false},
     {T::kHypDonateHost, St::kSharedHyp, EPERM_, kVSharedHyp, false},
     {T::kHypDonateHost, St::kSharedGuest, EPERM_, kVSharedGuest, false},
-    {T::kHypDonateHost, St::kDonatedHyp, kOk, kVOwned, false},
+    {T::kHypDonateHost, St::kDonatedHyp, kOk, kVOwned, true},
     {T::kHypDonateHost, St::kHypInternal, EPERM_, kVHypInternal, false},
     {T::kHypDonateHost, St::kDonatedGuest, EPERM_, kVDonatedGuest, false},
     {T::kHypDonateHost, St::kGuestShared, EPERM_, kVGuestShared, false},
