@@ -36,7 +36,9 @@ run() {  # run CFG CPUS ROUND
     return 1
   fi
   tr -d '\r' < "$log" | awk -v c="$cfg" -v n="$cpus" -v r="$round" '$1 == "BENCH:" && NF == 3 { print c "\t" n "\t" r "\t" $2 "\t" $3 }' >> "$raw"
-  tr -d '\r' < "$log" | awk -v c="$cfg" -v n="$cpus" -v r="$round" '/^PKVMBENCH:/ { print c "\t" n "\t" r "\thyp_" $2 "\t" $3 }' >> "$raw"
+  # pkvmctl bench: PKVMBENCH op="..." ... median=TICKS ... freq=HZ (D only).
+  tr -d '\r' < "$log" | sed -n 's/^PKVMBENCH op="\([^"]*\)".* median=\([0-9]*\).* freq=\([0-9]*\).*/\1\t\2\t\3/p' |
+    awk -F'\t' -v c="$cfg" -v n="$cpus" -v r="$round" '{ gsub(/[^A-Za-z0-9]+/, "_", $1); printf "%s\t%s\t%s\thyp_%s\t%.9f\n", c, n, r, $1, $2 / $3 }' >> "$raw"
   [[ $cfg == D ]] && tr -d '\r' < "$log" | grep '^\[pkvm\] stats:' | tail -1 > "$out/D-$cpus-stats.txt"
   return 0
 }
