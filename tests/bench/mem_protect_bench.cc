@@ -156,10 +156,13 @@ BENCHMARK(BM_ShareUnshareHyp)->Args({1, 0})->Unit(benchmark::kNanosecond)->Repet
 BENCHMARK(BM_ShareUnshareHyp)->Args({512, 0})->Unit(benchmark::kMicrosecond)->Repetitions(5)->MinTime(0.2);
 BENCHMARK(BM_ShareUnshareHyp)->Args({512, 1})->Unit(benchmark::kMicrosecond)->Repetitions(5)->MinTime(0.2);
 
-// host_donate_hyp + hyp_donate_host of one page next to an anchor.
+// host_donate_hyp + hyp_donate_host (which zeroes the page) of one page next
+// to an anchor.
 void BM_DonateDonateBack(benchmark::State& s) {
   BenchEnv b;
-  constexpr u64 kAnchor = 0x53000000;
+  // Inside the arena's data pages: hyp_donate_host zeroes the page through
+  // the hypervisor's mapping, so it must be real (simulated) memory.
+  const u64 kAnchor = b.env.plat.data_base().value() + k2M;
   b.anchor(kAnchor);
   const u64 pfn = (kAnchor + kPage) >> kShift;
   Counts c(b.env.plat);
