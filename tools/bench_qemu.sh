@@ -62,18 +62,19 @@ summary=$out/summary.txt
     END {
       for (k in keys) {
         c = n[k]; med = (c % 2) ? v[k, (c + 1) / 2] : (v[k, c / 2] + v[k, c / 2 + 1]) / 2
-        printf "%s\t%.6f\t%.6f\t%.6f\n", k, med, v[k, 1], v[k, c]
+        printf "%s\t%.9f\t%.9f\t%.9f\n", k, med, v[k, 1], v[k, c]
       }
     }' | sort -t$'\t' -k1,1n -k2,2 -k3,3 > "$out/medians.tsv"
   printf "%-5s %-22s %-28s %-28s %-28s %-28s %-14s %-14s %-8s\n" cpus workload "A bare" "B nvhe-kvm" "C pkvm" "D ours" "D/A" "D/C" "C/A"
   awk -F'\t' '
-    { m[$1 "\t" $2 "\t" $3] = $4; r[$1 "\t" $2 "\t" $3] = sprintf("%.3f (%.3f-%.3f)", $4, $5, $6); w[$1 "\t" $2] = 1 }
+    { m[$1 "\t" $2 "\t" $3] = $4; lo[$1 "\t" $2 "\t" $3] = $5; hi[$1 "\t" $2 "\t" $3] = $6
+      r[$1 "\t" $2 "\t" $3] = sprintf("%.3f (%.3f-%.3f)", $4, $5, $6); w[$1 "\t" $2] = 1 }
     END {
       for (k in w) {
         split(k, p, "\t"); a = m[k "\tA"]; b = m[k "\tB"]; c = m[k "\tC"]; d = m[k "\tD"]
         da = (a > 0 && d != "") ? d / a : 0; dc = (c > 0 && d != "") ? d / c : 0; ca = (a > 0 && c != "") ? c / a : 0
         if (p[2] ~ /^hyp_/) {
-          printf "%-5s %-22s %-28s %-28s %-28s %-28s %-14s %-14s %-8s\n", p[1], p[2], "-", "-", "-", r[k "\tD"], "-", "-", "-"
+          printf "%-5s %-44s D only: %.1f us (%.1f-%.1f)\n", p[1], p[2], m[k "\tD"] * 1e6, lo[k "\tD"] * 1e6, hi[k "\tD"] * 1e6
           continue
         }
         printf "%-5s %-22s %-28s %-28s %-28s %-28s %-14s %-14s %-8s\n", p[1], p[2], r[k "\tA"], r[k "\tB"], r[k "\tC"], r[k "\tD"],
