@@ -149,6 +149,34 @@ struct MemProtect::Impl {
     return max_new_tables(pgt.start_level(), addr, size, phys, annotate);
   }
 
+  // Table pages a series of updates of one table may need, each table
+  // counted once while the ranges come in address order (guest leaves map
+  // runs of host pages): summing max_new_tables per leaf would count the
+  // same few tables once per page and refuse operations that fit.
+  struct Budget {
+    explicit Budget(const Pgtable& pgt) : start_level(pgt.start_level()) {}
+    void add(u64 addr, u64 size, u64 phys, bool annotate) {
+      if (size == 0) return;
+      const u64 end = addr + size;
+      for (u32 level = start_level + 1; level <= kLastLevel; ++level) {
+        const u64 g = granule_size(level - 1);  // the span one table at `level` covers
+        const bool parent_block = level_supports_block(level - 1) && (annotate || ((addr ^ phys) & (g - 1)) == 0);
+        for (u64 base = align_down(addr, g); base < end; base += g) {
+          if (parent_block && base >= addr && base + g <= end) continue;  // a block, no table
+          const u64 index = base / g;
+          if (counted[level] && last[level] == index) continue;  // this table is already counted
+          counted[level] = true;
+          last[level] = index;
+          ++total;
+        }
+      }
+    }
+    u32 start_level;
+    u64 total = 0;
+    u64 last[kLastLevel + 1] = {};
+    bool counted[kLastLevel + 1] = {};
+  };
+
   // Drops host mappings that the abort path can rebuild, MMIO first, then
   // plain host-owned memory mappings, until `need` pages are free. Share
   // states and annotations are never touched.
@@ -508,15 +536,16 @@ int MemProtect::host_unshare_guest(u32 guest, u64 gfn, u64 nr) {
   Exclusive h(cfg_.host_lock);
   Exclusive gl(I::guest_lock(*this, guest));
   // Each guest leaf names the host pages behind it; all must be lent by the host.
-  u64 need = I::tables_for(g->pgt, ipa, size, 0, true);
+  I::Budget hb(host_);
+  const u64 guest_need = I::tables_for(g->pgt, ipa, size, 0, true);
   ret = for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
     if (!is_valid(ctx.old) || state_of_leaf(ctx.old) != PageState::kSharedBorrowed) return -kEPERM;
     const Range r = clip(ctx);
     const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
-    need += I::tables_for(host_, pa, r.size(), pa, false);
+    hb.add(pa, r.size(), pa, false);
     return I::check_state(host_, true, pa, r.size(), PageState::kSharedOwned);
   });
-  if (!ret) ret = I::reserve(*this, need);
+  if (!ret) ret = I::reserve(*this, guest_need + hb.total);
   if (!ret) {
     for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
       const Range r = clip(ctx);
@@ -561,15 +590,16 @@ int MemProtect::guest_share_host(u32 guest, u64 gfn, u64 nr) {
   const u64 ipa = gfn << kPageShift, size = nr << kPageShift;
   Exclusive h(cfg_.host_lock);
   Exclusive gl(I::guest_lock(*this, guest));
-  u64 need = 0;
+  I::Budget hb(host_), gb(g->pgt);
   ret = for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
     if (!is_valid(ctx.old) || state_of_leaf(ctx.old) != PageState::kOwned) return -kEPERM;
     const Range r = clip(ctx);
     const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
-    need += I::tables_for(host_, pa, r.size(), pa, false) + I::tables_for(g->pgt, r.start, r.size(), pa, false);
+    hb.add(pa, r.size(), pa, false);
+    gb.add(r.start, r.size(), pa, false);
     return I::check_host_owner(*this, pa, r.size(), guest);
   });
-  if (!ret) ret = I::reserve(*this, need);
+  if (!ret) ret = I::reserve(*this, hb.total + gb.total);
   if (!ret) {
     for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
       const Range r = clip(ctx);
@@ -598,15 +628,16 @@ int MemProtect::guest_unshare_host(u32 guest, u64 gfn, u64 nr) {
   const u64 ipa = gfn << kPageShift, size = nr << kPageShift;
   Exclusive h(cfg_.host_lock);
   Exclusive gl(I::guest_lock(*this, guest));
-  u64 need = 0;
+  I::Budget hb(host_), gb(g->pgt);
   ret = for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
     if (!is_valid(ctx.old) || state_of_leaf(ctx.old) != PageState::kSharedOwned) return -kEPERM;
     const Range r = clip(ctx);
     const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
-    need += I::tables_for(host_, pa, r.size(), pa, true) + I::tables_for(g->pgt, r.start, r.size(), pa, false);
+    hb.add(pa, r.size(), pa, true);
+    gb.add(r.start, r.size(), pa, false);
     return I::check_state(host_, true, pa, r.size(), PageState::kSharedBorrowed);
   });
-  if (!ret) ret = I::reserve(*this, need);
+  if (!ret) ret = I::reserve(*this, hb.total + gb.total);
   if (!ret) {
     for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
       const Range r = clip(ctx);
@@ -637,8 +668,8 @@ int MemProtect::host_reclaim_guest(u32 guest, u64 pfn, u64 nr) {
   Exclusive y(cfg_.hyp_lock);
   ret = I::check_host_owner(*this, addr, size, guest);
   if (!ret)
-    ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, false) +
-                                I::tables_for(hyp_, addr, size, addr, true));
+    // The transient hyp mapping is removed exactly as installed: no split.
+    ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, false));
   if (!ret) {
     // The guest's data must never reach the host: zero through a transient
     // hypervisor mapping before the host may map the pages again.
@@ -703,15 +734,17 @@ int MemProtect::guest_destroy(u32 guest) {
   Exclusive h(cfg_.host_lock);
   Exclusive gl(I::guest_lock(*this, guest));
   const u64 limit = u64{1} << g->pgt.ia_bits();
-  u64 need = 0;
+  // Only pages shared either way change in the host stage 2; the guest's own
+  // pages stay annotated as they are.
+  I::Budget hb(host_);
   for_each_leaf(g->pgt, 0, limit, [&](const VisitCtx& ctx) -> int {
-    if (!is_valid(ctx.old)) return 0;
+    if (!is_valid(ctx.old) || state_of_leaf(ctx.old) == PageState::kOwned) return 0;
     const Range r = clip(ctx);
     const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
-    need += I::tables_for(host_, pa, r.size(), pa, true);
+    hb.add(pa, r.size(), pa, state_of_leaf(ctx.old) == PageState::kSharedOwned);
     return 0;
   });
-  int ret = I::reserve(*this, need);
+  int ret = I::reserve(*this, hb.total);
   if (ret) return I::record(*this, Transition::kGuestDestroy, ret);
   // The guest's TLB entries must be gone before the host regains pages the
   // guest could reach through them, and before the table pages (and, with
