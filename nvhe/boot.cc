@@ -304,6 +304,8 @@ extern "C" void el2_primary_boot(u64 dtb, HostCtx* ctx) {
   cfg.meta_base_pfn = mem_start >> kPageShift;
   cfg.meta_nr = (mem_end - mem_start) >> kPageShift;
   cfg.host_lock = &h.host_lock;
+  // Upstream-like baseline for measurements: host aborts serialised.
+  cfg.exclusive_aborts = cmdline_has(blob, "pkvm.exclusive_aborts");
   cfg.hyp_lock = &h.hyp_lock;
   for (u32 i = 0; i < kMaxGuests; ++i) cfg.guest_locks[i] = &h.guest_locks[i];
   if (int ret = h.mp.init(cfg)) fail("mem_protect init", ret == -kENOMEM ? "out of pool pages" : "bad configuration");
