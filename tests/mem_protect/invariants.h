@@ -202,9 +202,10 @@ class Driver {
 };
 
 /// The fuzzer's decoder and checker (fuzz_mem_protect.cc): decodes `data`
-/// into operations and runs them through a fresh World and Driver. Returns ""
-/// or the divergence, with the operations that led to it.
-std::string run_fuzz_input(const u8* data, size_t size, u32 relax, bool verbose);
+/// into operations and runs them through a fresh World (with the
+/// break-before-make checker unless !bbm) and Driver. Returns "" or the
+/// divergence, with the operations that led to it.
+std::string run_fuzz_input(const u8* data, size_t size, u32 relax, bool verbose, bool bbm = true);
 
 // --- Template implementation ---------------------------------------------------------------
 

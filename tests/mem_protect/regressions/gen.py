@@ -38,6 +38,12 @@ cases = {
     'reclaim_reserve_hyp_twice':
         Seq().guest_create().host_donate_guest(2, 0x401FF, 0x10, 2).guest_destroy(2).pool_limit(10)
         .host_reclaim_guest(2, 0x401FF, 2),
+    # Guest frame ranges ending at or past 2^52 frames: (gfn + nr) << 12
+    # wrapped and the check passed, the walk then said -ERANGE; must be -EINVAL.
+    'gfn_wrap_einval':
+        Seq().guest_create().host_share_guest(2, P, (1 << 52) - 1, 1).host_donate_guest(2, P, (1 << 52) - 2, 2)
+        .host_unshare_guest(2, (1 << 52) - 1, 1).guest_share_host(2, (1 << 52) - 2, 2)
+        .guest_unshare_host(2, (1 << 52) - 512, 512),
 }
 
 for name, seq in cases.items():
