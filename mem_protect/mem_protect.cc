@@ -69,6 +69,12 @@ Range clip(const VisitCtx& ctx) {
   return Range{ctx.addr, base + g < ctx.end ? base + g : ctx.end};
 }
 
+// The output address of `r.start` through the valid leaf at ctx (a guest
+// frame's host page).
+u64 leaf_pa(const VisitCtx& ctx, const Range& r) {
+  return oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+}
+
 constexpr u32 kHostMemProt = kProtRWX;
 constexpr u32 kHostMapFlags = kMapSkipDcache | kMapSkipIcache;
 
@@ -541,7 +547,7 @@ int MemProtect::host_unshare_guest(u32 guest, u64 gfn, u64 nr) {
   ret = for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
     if (!is_valid(ctx.old) || state_of_leaf(ctx.old) != PageState::kSharedBorrowed) return -kEPERM;
     const Range r = clip(ctx);
-    const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+    const u64 pa = leaf_pa(ctx, r);
     hb.add(pa, r.size(), pa, false);
     return I::check_state(host_, true, pa, r.size(), PageState::kSharedOwned);
   });
@@ -549,7 +555,7 @@ int MemProtect::host_unshare_guest(u32 guest, u64 gfn, u64 nr) {
   if (!ret) {
     for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
       const Range r = clip(ctx);
-      const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+      const u64 pa = leaf_pa(ctx, r);
       I::host_map_state(*this, pa, r.size(), PageState::kOwned);
       I::heal(*this, pa, r.size());
       return 0;
@@ -594,7 +600,7 @@ int MemProtect::guest_share_host(u32 guest, u64 gfn, u64 nr) {
   ret = for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
     if (!is_valid(ctx.old) || state_of_leaf(ctx.old) != PageState::kOwned) return -kEPERM;
     const Range r = clip(ctx);
-    const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+    const u64 pa = leaf_pa(ctx, r);
     hb.add(pa, r.size(), pa, false);
     gb.add(r.start, r.size(), pa, false);
     return I::check_host_owner(*this, pa, r.size(), guest);
@@ -603,7 +609,7 @@ int MemProtect::guest_share_host(u32 guest, u64 gfn, u64 nr) {
   if (!ret) {
     for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
       const Range r = clip(ctx);
-      const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+      const u64 pa = leaf_pa(ctx, r);
       I::host_map_state(*this, pa, r.size(), PageState::kSharedBorrowed);
       I::set_lender(*this, pa, r.size(), guest);
       return 0;
@@ -611,7 +617,7 @@ int MemProtect::guest_share_host(u32 guest, u64 gfn, u64 nr) {
     // Re-walk: the host updates above did not touch the guest table.
     for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
       const Range r = clip(ctx);
-      const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+      const u64 pa = leaf_pa(ctx, r);
       commit_guest_map(g, r.start, r.size(), pa, PageState::kSharedOwned);
       return 0;
     });
@@ -632,7 +638,7 @@ int MemProtect::guest_unshare_host(u32 guest, u64 gfn, u64 nr) {
   ret = for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
     if (!is_valid(ctx.old) || state_of_leaf(ctx.old) != PageState::kSharedOwned) return -kEPERM;
     const Range r = clip(ctx);
-    const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+    const u64 pa = leaf_pa(ctx, r);
     hb.add(pa, r.size(), pa, true);
     gb.add(r.start, r.size(), pa, false);
     return I::check_state(host_, true, pa, r.size(), PageState::kSharedBorrowed);
@@ -641,14 +647,14 @@ int MemProtect::guest_unshare_host(u32 guest, u64 gfn, u64 nr) {
   if (!ret) {
     for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
       const Range r = clip(ctx);
-      const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+      const u64 pa = leaf_pa(ctx, r);
       I::host_set_owner(*this, pa, r.size(), guest);
       I::set_lender(*this, pa, r.size(), 0);
       return 0;
     });
     for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
       const Range r = clip(ctx);
-      const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+      const u64 pa = leaf_pa(ctx, r);
       commit_guest_map(g, r.start, r.size(), pa, PageState::kOwned);
       return 0;
     });
@@ -740,7 +746,7 @@ int MemProtect::guest_destroy(u32 guest) {
   for_each_leaf(g->pgt, 0, limit, [&](const VisitCtx& ctx) -> int {
     if (!is_valid(ctx.old) || state_of_leaf(ctx.old) == PageState::kOwned) return 0;
     const Range r = clip(ctx);
-    const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+    const u64 pa = leaf_pa(ctx, r);
     hb.add(pa, r.size(), pa, state_of_leaf(ctx.old) == PageState::kSharedOwned);
     return 0;
   });
@@ -755,7 +761,7 @@ int MemProtect::guest_destroy(u32 guest) {
   for_each_leaf(g->pgt, 0, limit, [&](const VisitCtx& ctx) -> int {
     if (!is_valid(ctx.old)) return 0;
     const Range r = clip(ctx);
-    const u64 pa = oa(ctx.old) + (r.start - align_down(ctx.addr, granule_size(ctx.level)));
+    const u64 pa = leaf_pa(ctx, r);
     switch (state_of_leaf(ctx.old)) {
       case PageState::kSharedBorrowed:  // lent by the host: back to it
         I::host_map_state(*this, pa, r.size(), PageState::kOwned);
