@@ -108,7 +108,11 @@ bool translate_far(u64 far, u64* ipa) {
 bool access_allowed(u64 ipa, bool iabt, bool write) {
   u64 pte = 0;
   u32 level = 0;
-  if (g_hyp.mp.host_pgt().get_leaf(ipa, &pte, &level) || !is_valid(pte)) return false;
+  // Shared hold: a transition on another CPU may not free a table mid-walk.
+  g_hyp.host_lock.lock_shared();
+  const int ret = g_hyp.mp.host_pgt().get_leaf(ipa, &pte, &level);
+  g_hyp.host_lock.unlock_shared();
+  if (ret || !is_valid(pte)) return false;
   if (iabt) return !(pte & kS2Xn);
   return write ? (pte & kS2ApW) : (pte & kS2ApR);
 }

@@ -4,8 +4,8 @@
 # closing line "N passed, N failed[, N skipped]" over every test case run.
 # A test program is either a GoogleTest binary (its own summary is parsed) or
 # any program that prints lines "RESULT: N passed, N failed[, N skipped]".
-# A program that exits non-zero without reporting a failure counts as one
-# failed test, so a crash never passes.
+# A program that exits non-zero without reporting a failure, or that reports
+# no test case at all, counts as one failed test: a crash never passes.
 set -uo pipefail
 suite=$1; shift; [[ ${1:-} == -- ]] && shift
 logdir=out/test-logs; mkdir -p "$logdir"
@@ -29,6 +29,8 @@ for t in "$@"; do
   fi
   p=${p:-0} f=${f:-0} s=${s:-0}
   if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
+  # A program that ran no test case at all must not pass unnoticed.
+  if [[ $((p + f + s)) -eq 0 ]]; then f=1; echo "ERROR: $t reported no test case" >> "$log"; fi
   secs=$(( $(date +%s) - start ))
   if [[ $f -ne 0 ]]; then
     echo "FAIL $t ($p passed, $f failed, ${secs}s; exit $rc) log: $log"
