@@ -31,6 +31,13 @@ std::string where(const Event& e) {
                 e.ia, e.vmid, e.seq);
 }
 
+// "<where>: <old> -> <new>": a descriptor write, for messages. Built only
+// when a message is emitted: formatting every write would dominate the
+// checker's cost.
+std::string describe_write(const Event& e) {
+  return where(e) + ": " + describe_pte(e.old_pte, e.level) + " -> " + describe_pte(e.new_pte, e.level);
+}
+
 // Bits whose change between two valid leaves needs break-before-make even
 // with the same output address: memory type, shareability, contiguous hint.
 u64 bbm_attr_mask(Format f) {
@@ -163,7 +170,7 @@ void BbmChecker::on_free(const Event& e) {
         add_violation(format("[d] table page 0x%" PRIx64 " freed (event #%" PRIu64
                              ") without a table-level invalidation (%s) after it was unlinked: %s",
                              page, e.seq, pi.format == Format::kStage2 ? "kVmid" : "kEl2All",
-                             pi.unlink_what.c_str()));
+                             ("unlinked at " + where(pi.unlink_event)).c_str()));
     }
     // The page's slots go away; tables they linked lose that parent.
     for (u64 s = page; s < page + kPageSize; s += 8) {
@@ -217,7 +224,7 @@ void BbmChecker::unlink(u64 table_pa, u64 slot, const Event& e, Format f) {
   pi.vmid = e.vmid;
   pi.format = f;
   pi.unlink_seq = local_seq_;
-  pi.unlink_what = "unlinked at " + where(e);
+  pi.unlink_event = e;
   unlinked_.insert(table_pa);
 }
 
@@ -245,11 +252,10 @@ void BbmChecker::on_pte_write(const Event& e) {
   const u64 ia0 = e.ia & ~(size - 1);
   Slot& s = slots_[slot_pa];
   const bool ov = is_valid(old), nv = is_valid(nw);
-  const std::string transition = describe_pte(old, lvl) + " -> " + describe_pte(nw, lvl);
+  auto transition = [&] { return describe_pte(old, lvl) + " -> " + describe_pte(nw, lvl); };
   auto add_pending = [&](Need need) {
     if (teardown_) return;
-    pending_.push_back(Pending{need, slot_pa, ia0, size, e.vmid, f, local_seq_,
-                               where(e) + ": " + transition});
+    pending_.push_back(Pending{need, slot_pa, ia0, size, e.vmid, f, local_seq_, e});
     if (need == Need::kBreak) s.break_pending = true;
   };
 
@@ -258,7 +264,7 @@ void BbmChecker::on_pte_write(const Event& e) {
     std::string broke;
     for (auto it = pending_.begin(); it != pending_.end();) {
       if (it->need == Need::kBreak && it->slot == slot_pa) {
-        broke = it->what;
+        broke = describe_write(it->write);
         it = pending_.erase(it);
       } else {
         ++it;
@@ -277,17 +283,17 @@ void BbmChecker::on_pte_write(const Event& e) {
     } else if (ot == nt) {
       if (oa(old) != oa(nw)) {
         add_violation(format("[a] %s: output address changed without break-before-make: %s",
-                             where(e).c_str(), transition.c_str()));
+                             where(e).c_str(), transition().c_str()));
       } else {
         if (!ot && strict_attrs_ && ((old ^ nw) & bbm_attr_mask(f)))
           add_violation(format("[a] %s: memory type/shareability/contiguous changed without "
                                "break-before-make: %s",
-                               where(e).c_str(), transition.c_str()));
+                               where(e).c_str(), transition().c_str()));
         if (restricts(f, old, nw, ot)) add_pending(Need::kRestrict);  // rule c
       }
     } else if (!bbm2_) {
       add_violation(format("[a] %s: %s replaced by a %s without break-before-make: %s", where(e).c_str(),
-                           ot ? "table" : "block", nt ? "table" : "block", transition.c_str()));
+                           ot ? "table" : "block", nt ? "table" : "block", transition().c_str()));
     } else if (nt) {
       // bbm2: block -> table must be the block's exact split.
       std::string why;
@@ -299,7 +305,7 @@ void BbmChecker::on_pte_write(const Event& e) {
       // bbm2: table -> block must be a block of this level, aligned.
       if (!level_supports_block(lvl) || (oa(nw) & (size - 1)))
         add_violation(format("[a] %s: FEAT_BBM table -> block with a block not aligned to 0x%" PRIx64 ": %s",
-                             where(e).c_str(), size, transition.c_str()));
+                             where(e).c_str(), size, transition().c_str()));
       add_pending(Need::kBbm2);
     }
   } else if (ov && !nv) {
@@ -361,18 +367,19 @@ bool BbmChecker::covers(const Pending& p, const Event& t) const {
 }
 
 void BbmChecker::on_tlbi(const Event& e) {
-  auto check_dsb = [&](u64 write_seq, const std::string& what) {
+  auto check_dsb = [&](u64 write_seq, const Event& write, bool unlink) {
     if (require_dsb_ && last_dsb_ <= write_seq)
       add_violation(format("[dsb] TLBI %s (event #%" PRIu64
                            ") is not ordered after the write it covers (no DSB ISHST/ISH in between): %s",
-                           to_string(e.tlbi), e.seq, what.c_str()));
+                           to_string(e.tlbi), e.seq,
+                           (unlink ? "unlinked at " + where(write) : describe_write(write)).c_str()));
   };
   for (auto it = pending_.begin(); it != pending_.end();) {
     if (!covers(*it, e)) {
       ++it;
       continue;
     }
-    check_dsb(it->local_seq, it->what);
+    check_dsb(it->local_seq, it->write, false);
     if (it->need == Need::kBreak) {
       auto s = slots_.find(it->slot);
       if (s != slots_.end()) s->second.break_pending = false;
@@ -389,7 +396,7 @@ void BbmChecker::on_tlbi(const Event& e) {
       ++it;
       continue;
     }
-    check_dsb(pi.unlink_seq, pi.unlink_what);
+    check_dsb(pi.unlink_seq, pi.unlink_event, true);
     pi.needs_tlbi = false;
     it = unlinked_.erase(it);
   }
@@ -410,7 +417,7 @@ void BbmChecker::finish_locked() {
                          ", 0x%" PRIx64 "): %s",
                          p.need == Need::kRestrict ? "c" : p.need == Need::kBreak ? "b" : "a",
                          need_name(int(p.need)), inval, format_name(p.format), p.ia, p.ia + p.size,
-                         p.what.c_str()));
+                         describe_write(p.write).c_str()));
     auto s = slots_.find(p.slot);
     if (s != slots_.end()) s->second.break_pending = false;
   }

@@ -114,7 +114,7 @@ class BbmChecker final : public EventObserver {
     u32 vmid;
     Format format;
     u64 local_seq;  // checker-local order of the write
-    std::string what;
+    Event write;    // the write, formatted only if it is reported
   };
   struct Slot {
     u64 cur = 0;
@@ -129,7 +129,7 @@ class BbmChecker final : public EventObserver {
     u32 vmid = 0;
     Format format = Format::kStage2;
     u64 unlink_seq = 0;        // checker-local order of the unlink
-    std::string unlink_what;
+    Event unlink_event;        // the unlinking write, formatted only if reported
   };
 
   Format format_of(u32 vmid) const;
