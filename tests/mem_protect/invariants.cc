@@ -97,7 +97,8 @@ ModelConfig Layout::model_config() {
 
 World::World(bool exclusive_aborts, bool bbm)
     : plat_(std::make_unique<sim::SimPlatform>(Layout::kArenaBase, Layout::kArenaPages, Layout::kPoolPages)),
-      model_(Layout::model_config()) {
+      model_(Layout::model_config()),
+      boot_model_(Layout::model_config()) {
   // The full event log would grow without bound; counters (and the
   // observer) are enough here.
   plat_->set_recording(false);
@@ -138,6 +139,29 @@ World::World(bool exclusive_aborts, bool bbm)
       abort();
     }
   }
+  boot_model_ = model_;
+  boot_plat_ = std::make_unique<const sim::SimPlatform::Checkpoint>(plat_->checkpoint());
+  if (bbm_) boot_bbm_ = bbm_->checkpoint();
+  boot_meta_ = meta_;
+  boot_mp_ = mp_;
+}
+
+void World::poke(u64 pa, u64 v) {
+  *word(pa) = v;
+  poked_.push_back(pa >> desc::kPageShift);
+}
+
+void World::reset() {
+  plat_->rollback(*boot_plat_);
+  if (bbm_) bbm_->rollback(*boot_bbm_);
+  // Copied in place: MemProtect holds a pointer to meta_'s storage.
+  std::copy(boot_meta_.begin(), boot_meta_.end(), meta_.begin());
+  mp_ = boot_mp_;
+  // A fresh copy, not copy-assignment: hash maps would keep their grown
+  // capacity and iterate in another order than after a fresh boot.
+  model_ = Model(boot_model_);
+  for (u64 pfn : poked_) memset(word(pfn << desc::kPageShift), 0, desc::kPageSize);
+  poked_.clear();
 }
 
 World::~World() {
@@ -757,8 +781,8 @@ std::string Driver::step(const Op& op, int* got_out) {
   if (committed && op.kind == OpKind::kHostDonateGuest) {
     // The guest writes its secrets: reclaim must wipe them.
     for (u64 p = op.pfn; p < op.pfn + op.nr; ++p) {
-      *w_.word(p * kPage) = 0x5ec2e7000000000ull | p;
-      *w_.word(p * kPage + kPage - 8) = ~p;
+      w_.poke(p * kPage, 0x5ec2e7000000000ull | p);
+      w_.poke(p * kPage + kPage - 8, ~p);
     }
   }
   if (committed && op.kind == OpKind::kHostReclaimGuest) {

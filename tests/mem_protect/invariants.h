@@ -69,6 +69,13 @@ class World {
   sim::BbmChecker* bbm() { return bbm_.get(); }
   /// Host address of physical address `pa` (inside the arena).
   u64* word(u64 pa) { return static_cast<u64*>(plat_->phys_to_virt(PhysAddr(pa))); }
+  /// Writes `v` at `pa` on behalf of a guest or the host (not the
+  /// implementation); reset() clears the page again.
+  void poke(u64 pa, u64 v);
+  /// Returns to the state right after boot without booting again: platform
+  /// pool and counters, checker, page metadata, MemProtect and model, and
+  /// zeroes pages written with poke(). A long fuzzing run does this per input.
+  void reset();
 
  private:
   std::unique_ptr<sim::SimPlatform> plat_;
@@ -78,6 +85,13 @@ class World {
   sim::SimRwLock host_lock_, hyp_lock_, guest_locks_[kMaxGuests];
   MemProtect mp_;
   Model model_;
+  // The state after boot, for reset().
+  std::unique_ptr<const sim::SimPlatform::Checkpoint> boot_plat_;
+  std::shared_ptr<const sim::BbmChecker::Checkpoint> boot_bbm_;
+  std::vector<PageMeta> boot_meta_;
+  MemProtect boot_mp_;
+  Model boot_model_;
+  std::vector<u64> poked_;  // pages poke() wrote since boot or reset
 };
 
 /// Problems found by a check, in order.

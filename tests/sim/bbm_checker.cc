@@ -127,6 +127,34 @@ Format BbmChecker::format_of(u32 vmid) const {
   return it == formats_.end() ? default_format_ : it->second;
 }
 
+struct BbmChecker::Checkpoint {
+  bool teardown;
+  u64 local_seq, last_dsb;
+  std::unordered_map<u64, Slot> slots;
+  std::unordered_map<u64, PageInfo> pages;
+  std::unordered_set<u64> unlinked;
+  std::list<Pending> pending;
+  std::vector<std::string> violations;
+};
+
+std::shared_ptr<const BbmChecker::Checkpoint> BbmChecker::checkpoint() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return std::make_shared<const Checkpoint>(
+      Checkpoint{teardown_, local_seq_, last_dsb_, slots_, pages_, unlinked_, pending_, violations_});
+}
+
+void BbmChecker::rollback(const Checkpoint& c) {
+  std::lock_guard<std::mutex> l(mu_);
+  teardown_ = c.teardown;
+  local_seq_ = c.local_seq;
+  last_dsb_ = c.last_dsb;
+  slots_ = c.slots;
+  pages_ = c.pages;
+  unlinked_ = c.unlinked;
+  pending_ = c.pending;
+  violations_ = c.violations;
+}
+
 void BbmChecker::add_violation(std::string msg) { violations_.push_back(std::move(msg)); }
 
 void BbmChecker::on_event(const Event& e) {

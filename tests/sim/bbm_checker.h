@@ -34,6 +34,7 @@
 
 #include <list>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -101,6 +102,14 @@ class BbmChecker final : public EventObserver {
   std::string report() const;
   /// Number of requirements currently pending (breaks, restrictions, bbm2).
   size_t pending() const;
+  /// The tracking state (tables, slots, pending requirements, violations)
+  /// at one moment, for rollback().
+  struct Checkpoint;
+  /// Captures the tracking state.
+  std::shared_ptr<const Checkpoint> checkpoint() const;
+  /// Returns to `c`; use together with SimPlatform::rollback to the
+  /// platform checkpoint taken at the same moment.
+  void rollback(const Checkpoint& c);
   /// Forgets the checker's own violations (not its tracking state).
   void clear_violations();
 

@@ -513,6 +513,62 @@ void SimPlatform::reset_counters() {
   icache_ops_.store(0, std::memory_order_relaxed);
 }
 
+SimPlatform::Checkpoint SimPlatform::checkpoint() const {
+  std::scoped_lock l(alloc_mu_, violation_mu_, rec_mu_);
+  Checkpoint c;
+  c.state.resize(pool_pages_);
+  c.refcount.resize(pool_pages_);
+  for (u64 i = 0; i < pool_pages_; i++) {
+    c.state[i] = state_[i].load(std::memory_order_relaxed);
+    c.refcount[i] = refcount_[i].load(std::memory_order_relaxed);
+    if (c.state[i] != kFreePage) c.pages.emplace_back(i, std::vector<u8>(page_ptr(i), page_ptr(i) + kPageSize));
+  }
+  c.order = order_;
+  c.free_stack = free_stack_;
+  c.fail_countdown = fail_countdown_;
+  c.pool_limit = pool_limit_;
+  c.fail_sticky = fail_sticky_;
+  c.in_use = in_use_.load();
+  c.allocs = allocs_.load();
+  c.frees = frees_.load();
+  c.failed_allocs = failed_allocs_.load();
+  c.next_seq = next_seq_;
+  c.log_size = log_.size();
+  for (int i = 0; i < 5; i++) c.tlbis[i] = tlbis_[i].load();
+  for (int i = 0; i < 3; i++) c.barriers[i] = barriers_[i].load();
+  c.pte_writes = pte_writes_.load();
+  c.dcache_ops = dcache_ops_.load();
+  c.icache_ops = icache_ops_.load();
+  c.violations = violations_.size();
+  return c;
+}
+
+void SimPlatform::rollback(const Checkpoint& c) {
+  std::scoped_lock l(alloc_mu_, violation_mu_, rec_mu_);
+  for (u64 i = 0; i < pool_pages_; i++) {
+    state_[i].store(c.state[i], std::memory_order_relaxed);
+    refcount_[i].store(c.refcount[i], std::memory_order_relaxed);
+  }
+  for (const auto& [i, bytes] : c.pages) memcpy(page_ptr(i), bytes.data(), kPageSize);
+  order_ = c.order;
+  free_stack_ = c.free_stack;
+  fail_countdown_ = c.fail_countdown;
+  pool_limit_ = c.pool_limit;
+  fail_sticky_ = c.fail_sticky;
+  in_use_.store(c.in_use);
+  allocs_.store(c.allocs);
+  frees_.store(c.frees);
+  failed_allocs_.store(c.failed_allocs);
+  next_seq_ = c.next_seq;
+  if (log_.size() > c.log_size) log_.resize(c.log_size);
+  for (int i = 0; i < 5; i++) tlbis_[i].store(c.tlbis[i]);
+  for (int i = 0; i < 3; i++) barriers_[i].store(c.barriers[i]);
+  pte_writes_.store(c.pte_writes);
+  dcache_ops_.store(c.dcache_ops);
+  icache_ops_.store(c.icache_ops);
+  if (violations_.size() > c.violations) violations_.resize(c.violations);
+}
+
 std::string SimPlatform::dump(size_t max_events) const {
   std::lock_guard<std::mutex> l(rec_mu_);
   size_t first = max_events && log_.size() > max_events ? log_.size() - max_events : 0;

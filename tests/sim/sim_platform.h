@@ -241,6 +241,27 @@ class SimPlatform : public Platform {
   /// The log as text, one event a line; only the last `max_events` when non-zero.
   std::string dump(size_t max_events = 0) const;
 
+  /// Allocator state, counters and the contents of the pool pages in use at
+  /// one moment: what rollback() needs to return there.
+  struct Checkpoint {
+    std::vector<u8> state, order;
+    std::vector<int> refcount;
+    std::vector<u32> free_stack;
+    std::vector<std::pair<u64, std::vector<u8>>> pages;  // (pool index, contents) of pages in use
+    s64 fail_countdown, pool_limit;
+    bool fail_sticky;
+    u64 in_use, allocs, frees, failed_allocs, next_seq, log_size;
+    u64 tlbis[5], barriers[3], pte_writes, dcache_ops, icache_ops;
+    size_t violations;
+  };
+  /// Captures the pool and counters (observers are not notified and are not
+  /// part of it; checkpoint them separately).
+  Checkpoint checkpoint() const;
+  /// Returns the pool and counters to `c`. Pool pages free in `c` are left
+  /// as they are (allocation zeroes them); data pages are not touched. Only
+  /// valid with no concurrent user of the platform.
+  void rollback(const Checkpoint& c);
+
   /// Registers an observer; on_attach runs first with the live blocks.
   void add_observer(EventObserver* o);
   /// Unregisters an observer (no-op when absent); its on_detach runs.
