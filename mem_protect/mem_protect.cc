@@ -294,10 +294,15 @@ struct MemProtect::Impl {
 
   // --- Healing ----------------------------------------------------------------
 
-  // True when every page of `b` is the host's alone and mapped (or mappable)
-  // as plain memory, and the entry for `b` at `level` is a table: then one
-  // block can replace that table.
-  static bool healable(MemProtect& mp, const Range& b, u32 level) {
+  enum class Uniform : u8 {
+    kNo,       // some page under the range is not the host's plain memory
+    kTable,    // uniform, and a table at the level asked: one block can replace it
+    kMapped,   // uniform, and already one entry (block or empty) at that level
+  };
+
+  // Whether every page of `b` is the host's alone and mapped (or mappable)
+  // as plain memory, and whether the entry for `b` at `level` is a table.
+  static Uniform uniform(MemProtect& mp, const Range& b, u32 level) {
     bool table = true;
     const int ret = for_each_leaf(mp.host_, b.start, b.size(), [&](const VisitCtx& ctx) -> int {
       if (ctx.level <= level) table = false;  // already one block (or empty entry) at this level
@@ -307,24 +312,52 @@ struct MemProtect::Impl {
         return 0;
       return -kEPERM;
     });
-    return ret == 0 && table;
+    if (ret) return Uniform::kNo;
+    return table ? Uniform::kTable : Uniform::kMapped;
   }
 
   // After pages return to the host: where a whole 2 MiB (then 1 GiB) block
   // of one memory region is uniformly the host's again, the tables under it
   // go and one block maps it (pgtable coalesces with one break and one
   // VMID-wide invalidation, and frees the subtree). No page is allocated.
+  // A block found not uniform rules out every block containing it, so the
+  // level above skips those without walking them (the common case: the
+  // returned page sits next to pages still given away).
   static void heal(MemProtect& mp, u64 addr, u64 size) {
+    constexpr u32 kMaxNoted = 8;
+    u64 mixed[kMaxNoted];  // bases of blocks of the level below found kNo
+    u32 nr_mixed = 0;
+    bool overflow = false;  // more than kMaxNoted: skip nothing at the next level
     for (u32 level = kLastLevel - 1; level >= 1; --level) {
       const u64 g = granule_size(level);
+      u64 found[kMaxNoted];
+      u32 nr_found = 0;
+      bool found_overflow = false;
       for (u64 base = align_down(addr, g); base < addr + size; base += g) {
         const Range b{base, base + g};
-        const MemLookup l = mp.cfg_.memmap->find(base, u64{1} << mp.host_.ia_bits());
-        if (!l.region || !l.range.contains(b) || !healable(mp, b, level)) continue;
-        if (mp.host_.stage2_map(Ipa(b.start), b.size(), PhysAddr(b.start),
+        bool contains_mixed = false;
+        for (u32 i = 0; !overflow && i < nr_mixed; ++i) contains_mixed |= b.contains(mixed[i]);
+        Uniform u = Uniform::kNo;
+        if (!contains_mixed) {
+          const MemLookup l = mp.cfg_.memmap->find(base, u64{1} << mp.host_.ia_bits());
+          // Not inside one region: never one block (and neither is its parent).
+          if (l.region && l.range.contains(b)) u = uniform(mp, b, level);
+        }
+        if (u == Uniform::kNo) {
+          if (nr_found < kMaxNoted)
+            found[nr_found++] = base;
+          else
+            found_overflow = true;
+          continue;
+        }
+        if (u == Uniform::kTable &&
+            mp.host_.stage2_map(Ipa(b.start), b.size(), PhysAddr(b.start),
                                 kHostMemProt | state_prot(PageState::kOwned), kHostMapFlags) == 0)
           count(&mp.stats_.heals);
       }
+      for (u32 i = 0; i < nr_found; ++i) mixed[i] = found[i];
+      nr_mixed = nr_found;
+      overflow = found_overflow;
       if (level == 1) break;
     }
   }
