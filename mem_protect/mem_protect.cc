@@ -188,7 +188,7 @@ struct MemProtect::Impl {
   // states and annotations are never touched.
   static void recycle(MemProtect& mp, u64 need) {
     Platform* p = mp.cfg_.platform;
-    count(&mp.stats_.recycles);
+    count(&mp.cpu_stats().recycles);
     const MemMap& mm = *mp.cfg_.memmap;
     const u64 limit = u64{1} << mp.host_.ia_bits();
     u64 gap_start = 0;
@@ -231,7 +231,7 @@ struct MemProtect::Impl {
   // A commit step failed although everything was checked and reserved: a
   // bug, counted so tests catch it; EL2 keeps running.
   static void commit(MemProtect& mp, int ret) {
-    if (ret) count(&mp.stats_.internal_errors);
+    if (ret) count(&mp.cpu_stats().internal_errors);
   }
 
   // --- Commit helpers -----------------------------------------------------------
@@ -251,7 +251,7 @@ struct MemProtect::Impl {
   static void hyp_unmap(MemProtect& mp, u64 addr, u64 size) { commit(mp, mp.hyp_.hyp_unmap(Va(addr), size)); }
 
   static int record(MemProtect& mp, Transition t, int ret) {
-    count(ret >= 0 ? &mp.stats_.ok[u32(t)] : &mp.stats_.failed[u32(t)]);
+    count(ret >= 0 ? &mp.cpu_stats().ok[u32(t)] : &mp.cpu_stats().failed[u32(t)]);
     return ret;
   }
 
@@ -353,7 +353,7 @@ struct MemProtect::Impl {
         if (u == Uniform::kTable &&
             mp.host_.stage2_map(Ipa(b.start), b.size(), PhysAddr(b.start),
                                 kHostMemProt | state_prot(PageState::kOwned), kHostMapFlags) == 0)
-          count(&mp.stats_.heals);
+          count(&mp.cpu_stats().heals);
       }
       for (u32 i = 0; i < nr_found; ++i) mixed[i] = found[i];
       nr_mixed = nr_found;
@@ -456,13 +456,13 @@ int MemProtect::host_stage2_idmap(u64 addr) {
     ret = I::idmap_try(*this, addr, &level, 0);
   }
   if (ret == 0)
-    count(&stats_.host_aborts[level]);
+    count(&cpu_stats().host_aborts[level]);
   else if (ret == -kEAGAIN)
-    count(&stats_.host_abort_eagain);
+    count(&cpu_stats().host_abort_eagain);
   else if (ret == -kEPERM)
-    count(&stats_.host_abort_eperm);
+    count(&cpu_stats().host_abort_eperm);
   else if (ret == -kENOMEM)
-    count(&stats_.host_abort_enomem);
+    count(&cpu_stats().host_abort_enomem);
   return ret;
 }
 
@@ -859,15 +859,7 @@ int MemProtect::dump_host(u64 pfn, DumpRecord* out, u32 max, u64* next_pfn) {
   return int(n);
 }
 
-MemProtectStats MemProtect::stats() const {
-  // Counters are bumped atomically (aborts run concurrently): read them so.
-  MemProtectStats s;
-  static_assert(sizeof(MemProtectStats) % sizeof(u64) == 0);
-  const u64* src = reinterpret_cast<const u64*>(&stats_);
-  u64* dst = reinterpret_cast<u64*>(&s);
-  for (u64 i = 0; i < sizeof(s) / sizeof(u64); ++i) dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
-  return s;
-}
+MemProtectStats MemProtect::stats() const { return stats_.sum(); }
 
 Pgtable* MemProtect::guest_pgt(u32 guest) {
   Guest* g = I::live_guest(*this, guest);

@@ -213,7 +213,9 @@ class MemProtect {
   Pgtable host_;
   Pgtable hyp_;
   Guest guests_[kMaxGuests] = {};
-  MemProtectStats stats_ = {};
+  // Per CPU: aborts on different CPUs would otherwise bounce one line.
+  MemProtectStats& cpu_stats() { return stats_.cpu(cfg_.platform->cpu_id()); }
+  PerCpuCounters<MemProtectStats> stats_;
 };
 
 }  // namespace pkvm

@@ -118,7 +118,7 @@ int MemProtect::selftest(u64 pfn, u64 nr) {
   t.expect(host_reclaim_guest(g, p3, 1) == -kENOENT);
 
   for (u64 p = pfn; p < pfn + 4; ++p) t.expect(t.host(p) == S::kOwned && t.mapped(&hyp_, p) == S::kNoPage);
-  t.expect(stats_.internal_errors == 0);
+  t.expect(stats().internal_errors == 0);
   return t.failed ? -(1000 + t.failed) : 0;
 }
 

@@ -2,6 +2,7 @@
 #include "nvhe/el2_platform.h"
 
 #include "nvhe/arch.h"
+#include "nvhe/hyp.h"
 #include "pgtable/desc.h"
 
 namespace pkvm {
@@ -142,5 +143,7 @@ void El2Platform::barrier(Barrier b) {
       break;
   }
 }
+
+u32 El2Platform::cpu_id() { return this_cpu(); }
 
 }  // namespace pkvm

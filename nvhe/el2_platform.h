@@ -28,6 +28,8 @@ class El2Platform final : public Platform {
   void tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) override;
   void barrier(Barrier b) override;
   void pte_written(u64*, u64, u64, u64, u32, u32) override {}
+  /// This CPU's index (TPIDR_EL2).
+  u32 cpu_id() override;
   /// Test hook: after `after` more successful allocations, `count` fail.
   void fail_allocs(u64 after, u64 count);
   /// TLB invalidations issued since boot (statistics hypercall).

@@ -47,7 +47,7 @@ struct Hyp {
   MemMap memmap;
   El2Platform platform;
   MemProtect mp;
-  SpinRwLock host_lock;
+  PerCpuRwLock<El2Cpu> host_lock;  // shared by concurrent host aborts
   SpinRwLock hyp_lock;
   SpinRwLock guest_locks[kMaxGuests];
   u32 nr_cpus;
@@ -66,15 +66,11 @@ struct Hyp {
   u64 sea_injected;
 };
 
+static_assert(kMaxCpus >= fdt::kMaxCpus, "a per-CPU slot for every CPU the DTB reader accepts");
+
 extern Hyp g_hyp;
 extern "C" BootParams el2_boot_params;
 
-/// Index of the calling CPU in g_hyp.cpus.
-inline u32 this_cpu() {
-  u64 v;
-  asm volatile("mrs %0, tpidr_el2" : "=r"(v));
-  return u32(v);
-}
 
 /// Programs stage 2, traps and the EL1 state Linux expects on this CPU.
 void cpu_enter_host_state();

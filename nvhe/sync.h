@@ -3,9 +3,23 @@
 // implements pgtable's RwLock. Acquire/release atomics; no heap.
 #pragma once
 
+#include "pgtable/percpu.h"
 #include "pgtable/platform.h"
 
 namespace pkvm {
+
+/// Index of the calling CPU (in g_hyp.cpus), from TPIDR_EL2.
+inline u32 this_cpu() {
+  u64 v;
+  asm volatile("mrs %0, tpidr_el2" : "=r"(v));
+  return u32(v);
+}
+
+/// This CPU for PerCpuRwLock.
+struct El2Cpu {
+  static u32 id() { return this_cpu(); }
+  static void relax() { asm volatile("yield"); }
+};
 
 /// A spinlock for short critical sections at EL2.
 class SpinLock {

@@ -131,12 +131,12 @@ struct Pgtable::Internal {
       p->tlbi(broadcast ? TlbiKind::kIpa : TlbiKind::kIpaLocal, pgt->vmid_, addr, level);
     else
       p->tlbi(TlbiKind::kEl2Va, pgt->vmid_, addr, level);
-    stat_inc(&pgt->stats_.tlbis);
+    stat_inc(&pgt->cpu_stats().tlbis);
   }
 
   static void tlbi_all(Pgtable* pgt) {
     pgt->platform_->tlbi(pgt->format_ == Format::kStage2 ? TlbiKind::kVmid : TlbiKind::kEl2All, pgt->vmid_, 0, 0);
-    stat_inc(&pgt->stats_.tlbis);
+    stat_inc(&pgt->cpu_stats().tlbis);
   }
 
   // Invalidation that must follow the removal or replacement of `old`: a table
@@ -155,7 +155,7 @@ struct Pgtable::Internal {
     Platform* p = ctx.pgt->platform_;
     p->barrier(Barrier::kDsbIshst);
     invalidate_old(ctx, ctx.old);
-    stat_inc(&ctx.pgt->stats_.breaks);
+    stat_inc(&ctx.pgt->cpu_stats().breaks);
     return true;
   }
 
@@ -191,14 +191,14 @@ struct Pgtable::Internal {
 
   static u64* alloc_table(Pgtable* pgt) {
     auto* t = static_cast<u64*>(pgt->platform_->zalloc_page());
-    if (t) stat_inc(&pgt->stats_.table_pages);
+    if (t) stat_inc(&pgt->cpu_stats().table_pages);
     return t;
   }
 
   // Drops the base reference of a table page that nothing points to any more.
   static void put_table(Pgtable* pgt, u64* table) {
     pgt->platform_->put_page(table);
-    __atomic_fetch_sub(&pgt->stats_.table_pages, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&pgt->cpu_stats().table_pages, 1, __ATOMIC_RELAXED);
   }
 
   // Releases an unlinked (and already invalidated) subtree: every counted
@@ -261,7 +261,7 @@ struct Pgtable::Internal {
       if (ok) {
         pgt->platform_->barrier(Barrier::kDsbIshst);
         tlbi_leaf(pgt, align_down(ctx.addr, granule_size(ctx.level)), ctx.level, true);
-        stat_inc(&pgt->stats_.bbm2_skips);
+        stat_inc(&pgt->cpu_stats().bbm2_skips);
       }
     } else {
       ok = replace_pte(ctx, table_pte);
@@ -376,12 +376,12 @@ struct Pgtable::Internal {
         pgt->platform_->barrier(Barrier::kDsbIshst);
         tlbi_leaf(pgt, ctx.addr, ctx.level, is_restriction(pgt->format_, ctx.old, new_pte));
       }
-      stat_inc(&pgt->stats_.leaf_writes);
+      stat_inc(&pgt->cpu_stats().leaf_writes);
       return 0;
     }
     cmo_for_map(ctx, new_pte, m);
     if (!replace_pte(ctx, new_pte)) return -kEAGAIN;
-    stat_inc(&pgt->stats_.leaf_writes);
+    stat_inc(&pgt->cpu_stats().leaf_writes);
     return 0;
   }
 
@@ -396,14 +396,14 @@ struct Pgtable::Internal {
       pgt->platform_->barrier(Barrier::kDsbIshst);
       tlbi_all(pgt);
       adjust_refcount(ctx, ctx.old, new_pte);
-      stat_inc(&pgt->stats_.bbm2_skips);
+      stat_inc(&pgt->cpu_stats().bbm2_skips);
     } else {
       cmo_for_map(ctx, new_pte, m);
       break_pte(ctx);
       make_pte(ctx, new_pte);
     }
     free_unlinked(pgt, child, ctx.level + 1);
-    stat_inc(&pgt->stats_.leaf_writes);
+    stat_inc(&pgt->cpu_stats().leaf_writes);
     return 0;
   }
 
@@ -468,7 +468,7 @@ struct Pgtable::Internal {
       ctx.pgt->platform_->barrier(Barrier::kDsbIshst);
       tlbi_leaf(ctx.pgt, ctx.addr, ctx.level, a.inval == Inval::kBroadcast);
     }
-    stat_inc(&ctx.pgt->stats_.leaf_writes);
+    stat_inc(&ctx.pgt->cpu_stats().leaf_writes);
     return 0;
   }
 
@@ -562,7 +562,7 @@ int Pgtable::init(Format format, u32 ia_bits, u32 start_level, u32 vmid, Platfor
   root_entries_ = entries;
   vmid_ = vmid;
   stats_ = {};
-  stats_.table_pages = u64{1} << order;
+  stats_.cpu(0).table_pages = u64{1} << order;
   return 0;
 }
 
@@ -571,18 +571,11 @@ void Pgtable::destroy() {
   I::free_tree(this, root_, start_level_, root_entries_);
   platform_->free_pages(root_, root_order_);
   root_ = nullptr;
-  stats_.table_pages = 0;
+  // Per-CPU counts may be negative on one CPU: cancel the total on one slot.
+  stats_.cpu(0).table_pages -= stats_.sum().table_pages;
 }
 
-PgtableStats Pgtable::stats() const {
-  PgtableStats s;
-  s.table_pages = __atomic_load_n(&stats_.table_pages, __ATOMIC_RELAXED);
-  s.leaf_writes = __atomic_load_n(&stats_.leaf_writes, __ATOMIC_RELAXED);
-  s.breaks = __atomic_load_n(&stats_.breaks, __ATOMIC_RELAXED);
-  s.bbm2_skips = __atomic_load_n(&stats_.bbm2_skips, __ATOMIC_RELAXED);
-  s.tlbis = __atomic_load_n(&stats_.tlbis, __ATOMIC_RELAXED);
-  return s;
-}
+PgtableStats Pgtable::stats() const { return stats_.sum(); }
 
 int Pgtable::walk(u64 addr, u64 size, const Walker& walker) {
   if (!root_ || !walker.cb) return -kEINVAL;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "pgtable/desc.h"
+#include "pgtable/percpu.h"
 #include "pgtable/platform.h"
 #include "pgtable/types.h"
 
@@ -189,7 +190,9 @@ class Pgtable {
   u32 root_entries_ = 0;
   u32 vmid_ = 0;
   bool bbm2_ = false;
-  PgtableStats stats_ = {};
+  // Per CPU: concurrent shared walkers would otherwise bounce one line.
+  PgtableStats& cpu_stats() { return stats_.cpu(platform_->cpu_id()); }
+  PerCpuCounters<PgtableStats> stats_;
 };
 
 /// The leaf attribute bits `prot` encodes to in `format` (AF and SH set).

@@ -66,10 +66,17 @@ class Platform {
   /// with the entry's table-relative position. EL2 implements it as a no-op;
   /// the host recorder checks break-before-make with it.
   virtual void pte_written(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level, u32 vmid) = 0;
+  /// Index of the calling CPU, below kMaxCpus: which per-CPU statistics slot
+  /// to count in, so CPUs resolving aborts together do not share a line.
+  virtual u32 cpu_id() = 0;
 
  protected:
   ~Platform() = default;
 };
+
+/// CPUs a platform may report from cpu_id(): per-CPU counters and lock slots
+/// are arrays of this size.
+inline constexpr u32 kMaxCpus = 8;
 
 /// A spinlock-like lock with a shared (reader) mode, supplied by the platform.
 class RwLock {

@@ -6,6 +6,7 @@
 // the comparison. Reports aborts per second and the 2-thread speed-up.
 #include <benchmark/benchmark.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -19,7 +20,7 @@
 namespace pkvm::test {
 namespace {
 
-constexpr u64 kPagesPerThread = 65536;  // 128 tables of 512 pages
+constexpr u64 kPagesPerThread = 262144;  // 1 GiB: 512 tables of 512 pages, ~30 ms a thread
 constexpr u64 k2Mpages = 512;
 
 std::map<std::string, double> g_rate;  // "mode/threads/layout" -> aborts per second
@@ -31,8 +32,9 @@ double run(bool exclusive, int threads, bool disjoint) {
   EnvConfig c;
   c.attach_bbm = false;
   c.exclusive_aborts = exclusive;
-  c.pool_pages = 2048;
-  c.arena_pages = 2048 + 2 * kPagesPerThread;
+  c.pool_pages = 4 * (kPagesPerThread / k2Mpages) + 64;  // host and hyp level-3 tables, two threads
+  c.arena_pages = c.pool_pages + 2 * kPagesPerThread;
+  c.regions = {{c.arena_base, c.arena_pages << desc::kPageShift, 0}};
   Env e(c);
   e.plat.set_recording(false);
   const u64 first = e.data_pfn();
@@ -42,14 +44,24 @@ double run(bool exclusive, int threads, bool disjoint) {
   }
   // Touch one page per 2 MiB so the L3 tables exist before timing.
   for (u64 p = first + 1; p < first + total; p += k2Mpages) e.mp.host_stage2_idmap(p << desc::kPageShift);
+  // The clock starts when every thread is running (a spin barrier), so
+  // thread creation and wake-up are not counted as abort time.
   std::vector<std::thread> ts;
-  const auto t0 = std::chrono::steady_clock::now();
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
   for (int t = 0; t < threads; ++t) {
     ts.emplace_back([&, t] {
       const u64 base = disjoint ? first + u64(t) * kPagesPerThread : first;
+      ready.fetch_add(1);
+      while (!go.load(std::memory_order_acquire)) {
+      }
       for (u64 p = base; p < base + kPagesPerThread; ++p) e.mp.host_stage2_idmap(p << desc::kPageShift);
     });
   }
+  while (ready.load() < threads) {
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  go.store(true, std::memory_order_release);
   for (auto& th : ts) th.join();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return double(kPagesPerThread) * threads / secs;

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "pgtable/desc.h"
 
@@ -425,8 +426,21 @@ void SimPlatform::record(Event e) {
   for (EventObserver* o : observers_) o->on_event(e);
 }
 
+u32 SimPlatform::thread_cpu() {
+  // Threads stand for CPUs: each gets the next index on first use.
+  static std::atomic<u32> next{0};
+  thread_local const u32 id = next.fetch_add(1, std::memory_order_relaxed) % kMaxCpus;
+  return id;
+}
+
+void SimCpu::relax() { std::this_thread::yield(); }
+
+void SimPlatform::bump(u64 SimCounters::*field) {
+  __atomic_fetch_add(&(counters_.cpu(cpu_id()).*field), 1, __ATOMIC_RELAXED);
+}
+
 void SimPlatform::dcache_clean_inval_poc(PhysAddr pa, u64 size) {
-  dcache_ops_.fetch_add(1, std::memory_order_relaxed);
+  bump(&SimCounters::dcache_ops);
   Event e;
   e.type = EventType::kDcacheCleanInvalPoc;
   e.addr = pa.value();
@@ -435,7 +449,7 @@ void SimPlatform::dcache_clean_inval_poc(PhysAddr pa, u64 size) {
 }
 
 void SimPlatform::icache_inval_pou(PhysAddr pa, u64 size) {
-  icache_ops_.fetch_add(1, std::memory_order_relaxed);
+  bump(&SimCounters::icache_ops);
   Event e;
   e.type = EventType::kIcacheInvalPou;
   e.addr = pa.value();
@@ -444,7 +458,7 @@ void SimPlatform::icache_inval_pou(PhysAddr pa, u64 size) {
 }
 
 void SimPlatform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
-  tlbis_[u32(kind)].fetch_add(1, std::memory_order_relaxed);
+  __atomic_fetch_add(&counters_.cpu(cpu_id()).tlbis[u32(kind)], 1, __ATOMIC_RELAXED);
   Event e;
   e.type = EventType::kTlbi;
   e.tlbi = kind;
@@ -455,7 +469,7 @@ void SimPlatform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
 }
 
 void SimPlatform::barrier(Barrier b) {
-  barriers_[u32(b)].fetch_add(1, std::memory_order_relaxed);
+  __atomic_fetch_add(&counters_.cpu(cpu_id()).barriers[u32(b)], 1, __ATOMIC_RELAXED);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   Event e;
   e.type = EventType::kBarrier;
@@ -464,7 +478,7 @@ void SimPlatform::barrier(Barrier b) {
 }
 
 void SimPlatform::pte_written(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level, u32 vmid) {
-  pte_writes_.fetch_add(1, std::memory_order_relaxed);
+  bump(&SimCounters::pte_writes);
   if (!recording_.load(std::memory_order_relaxed) && observer_count_.load(std::memory_order_acquire) == 0)
     return;  // skip the translation too: benchmarks call this on every store
   Event e;
@@ -489,28 +503,24 @@ void SimPlatform::clear_events() {
   log_.clear();
 }
 
-u64 SimPlatform::tlbi_count(TlbiKind kind) const { return tlbis_[u32(kind)].load(std::memory_order_relaxed); }
+u64 SimPlatform::tlbi_count(TlbiKind kind) const { return counters_.sum().tlbis[u32(kind)]; }
 
 u64 SimPlatform::tlbi_count() const {
   u64 n = 0;
-  for (const auto& c : tlbis_) n += c.load(std::memory_order_relaxed);
+  for (u64 c : counters_.sum().tlbis) n += c;
   return n;
 }
 
-u64 SimPlatform::barrier_count(Barrier b) const { return barriers_[u32(b)].load(std::memory_order_relaxed); }
+u64 SimPlatform::barrier_count(Barrier b) const { return counters_.sum().barriers[u32(b)]; }
 
 u64 SimPlatform::barrier_count() const {
   u64 n = 0;
-  for (const auto& c : barriers_) n += c.load(std::memory_order_relaxed);
+  for (u64 c : counters_.sum().barriers) n += c;
   return n;
 }
 
 void SimPlatform::reset_counters() {
-  for (auto& c : tlbis_) c.store(0, std::memory_order_relaxed);
-  for (auto& c : barriers_) c.store(0, std::memory_order_relaxed);
-  pte_writes_.store(0, std::memory_order_relaxed);
-  dcache_ops_.store(0, std::memory_order_relaxed);
-  icache_ops_.store(0, std::memory_order_relaxed);
+  counters_ = {};
 }
 
 SimPlatform::Checkpoint SimPlatform::checkpoint() const {
@@ -534,11 +544,7 @@ SimPlatform::Checkpoint SimPlatform::checkpoint() const {
   c.failed_allocs = failed_allocs_.load();
   c.next_seq = next_seq_;
   c.log_size = log_.size();
-  for (int i = 0; i < 5; i++) c.tlbis[i] = tlbis_[i].load();
-  for (int i = 0; i < 3; i++) c.barriers[i] = barriers_[i].load();
-  c.pte_writes = pte_writes_.load();
-  c.dcache_ops = dcache_ops_.load();
-  c.icache_ops = icache_ops_.load();
+  c.counters = counters_.sum();
   c.violations = violations_.size();
   return c;
 }
@@ -561,11 +567,8 @@ void SimPlatform::rollback(const Checkpoint& c) {
   failed_allocs_.store(c.failed_allocs);
   next_seq_ = c.next_seq;
   if (log_.size() > c.log_size) log_.resize(c.log_size);
-  for (int i = 0; i < 5; i++) tlbis_[i].store(c.tlbis[i]);
-  for (int i = 0; i < 3; i++) barriers_[i].store(c.barriers[i]);
-  pte_writes_.store(c.pte_writes);
-  dcache_ops_.store(c.dcache_ops);
-  icache_ops_.store(c.icache_ops);
+  counters_ = {};
+  counters_.cpu(0) = c.counters;
   if (violations_.size() > c.violations) violations_.resize(c.violations);
 }
 

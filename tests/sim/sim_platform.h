@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "pgtable/percpu.h"
 #include "pgtable/platform.h"
 #include "pgtable/types.h"
 
@@ -106,6 +107,13 @@ class EventObserver {
 };
 
 /// The host platform: simulated physical memory, allocator and recorder.
+/// Event counters, kept per CPU by SimPlatform.
+struct SimCounters {
+  u64 tlbis[5];
+  u64 barriers[3];
+  u64 pte_writes, dcache_ops, icache_ops;
+};
+
 class SimPlatform : public Platform {
  public:
   static constexpr u64 kDefaultBase = 0x40000000;
@@ -157,6 +165,10 @@ class SimPlatform : public Platform {
   void barrier(Barrier b) override;
   /// Recorded (with the descriptor's physical address) and counted.
   void pte_written(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level, u32 vmid) override;
+  /// The calling thread's CPU index (threads numbered on first use, modulo kMaxCpus).
+  u32 cpu_id() override { return thread_cpu(); }
+  /// cpu_id() without a platform.
+  static u32 thread_cpu();
 
   // --- Memory layout ---------------------------------------------------------
   /// First physical address of the arena.
@@ -231,11 +243,11 @@ class SimPlatform : public Platform {
   /// Barriers of every type.
   u64 barrier_count() const;
   /// pte_written calls.
-  u64 pte_write_count() const { return pte_writes_.load(std::memory_order_relaxed); }
+  u64 pte_write_count() const { return counters_.sum().pte_writes; }
   /// dcache_clean_inval_poc calls.
-  u64 dcache_op_count() const { return dcache_ops_.load(std::memory_order_relaxed); }
+  u64 dcache_op_count() const { return counters_.sum().dcache_ops; }
   /// icache_inval_pou calls.
-  u64 icache_op_count() const { return icache_ops_.load(std::memory_order_relaxed); }
+  u64 icache_op_count() const { return counters_.sum().icache_ops; }
   /// Zeroes the TLBI, barrier, descriptor-write and cache-operation counters.
   void reset_counters();
   /// The log as text, one event a line; only the last `max_events` when non-zero.
@@ -251,7 +263,7 @@ class SimPlatform : public Platform {
     s64 fail_countdown, pool_limit;
     bool fail_sticky;
     u64 in_use, allocs, frees, failed_allocs, next_seq, log_size;
-    u64 tlbis[5], barriers[3], pte_writes, dcache_ops, icache_ops;
+    SimCounters counters;
     size_t violations;
   };
   /// Captures the pool and counters (observers are not notified and are not
@@ -315,27 +327,19 @@ class SimPlatform : public Platform {
   std::vector<Event> log_;
   std::vector<EventObserver*> observers_;
   u64 next_seq_ = 1;
-  std::atomic<u64> tlbis_[5] = {};
-  std::atomic<u64> barriers_[3] = {};
-  std::atomic<u64> pte_writes_{0};
-  std::atomic<u64> dcache_ops_{0};
-  std::atomic<u64> icache_ops_{0};
+  // Per CPU (thread): concurrent walkers would otherwise share one line.
+  PerCpuCounters<SimCounters> counters_;
+  void bump(u64 SimCounters::*field);
 };
 
-/// pkvm::RwLock for the host, over std::shared_mutex.
-class SimRwLock final : public RwLock {
- public:
-  /// Takes the lock exclusively.
-  void lock() override { m_.lock(); }
-  /// Releases an exclusive hold.
-  void unlock() override { m_.unlock(); }
-  /// Takes the lock shared.
-  void lock_shared() override { m_.lock_shared(); }
-  /// Releases a shared hold.
-  void unlock_shared() override { m_.unlock_shared(); }
-
- private:
-  std::shared_mutex m_;
+/// Host threads as CPUs for PerCpuRwLock: SimPlatform's numbering.
+struct SimCpu {
+  static u32 id() { return SimPlatform::thread_cpu(); }
+  static void relax();
 };
+
+/// pkvm::RwLock for the host: the same per-CPU reader lock EL2 uses for the
+/// host stage 2 (pgtable/percpu.h), with threads standing for CPUs.
+using SimRwLock = PerCpuRwLock<SimCpu>;
 
 }  // namespace pkvm::sim

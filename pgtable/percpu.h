@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+// Per-CPU building blocks that keep concurrent host aborts off each other's
+// cache lines: counters summed on read, and a reader/writer lock whose
+// readers touch only their own CPU's slot. Freestanding (EL2 and host).
+#pragma once
+
+#include "pgtable/platform.h"
+
+namespace pkvm {
+
+/// Cache-line size the per-CPU slots are padded to (Cortex-A and x86_64).
+inline constexpr u64 kCacheLine = 64;
+
+/// One copy of a struct of u64 counters per CPU, each on its own cache
+/// lines. Increments are relaxed atomics on the caller's copy; sum() adds
+/// the copies (exact once the writers are quiescent, a snapshot otherwise).
+template <typename T>
+class PerCpuCounters {
+ public:
+  static_assert(sizeof(T) % sizeof(u64) == 0, "counters are u64 fields");
+
+  /// The copy CPU `cpu` increments (cpu is reduced modulo kMaxCpus).
+  T& cpu(u32 cpu) { return slots_[cpu % kMaxCpus].v; }
+
+  /// Field-wise sum over all CPUs.
+  T sum() const {
+    T out{};
+    u64* dst = reinterpret_cast<u64*>(&out);
+    for (const Slot& s : slots_) {
+      const u64* src = reinterpret_cast<const u64*>(&s.v);
+      for (u64 i = 0; i < sizeof(T) / sizeof(u64); ++i) dst[i] += __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+    }
+    return out;
+  }
+
+ private:
+  struct alignas(kCacheLine) Slot {
+    T v;
+  };
+  Slot slots_[kMaxCpus] = {};
+};
+
+/// Reader/writer lock with one reader count per CPU (a "big-reader" lock).
+/// A shared acquisition increments the caller's own count and checks the
+/// writer flag; a writer sets the flag, then waits for every count to drain.
+/// Readers never write a line another CPU's reader writes, so concurrent
+/// shared holders scale; writers are rare (ownership transitions) and pay
+/// for a scan of kMaxCpus slots. New readers back off while a writer waits,
+/// so writers are not starved.
+///
+/// `Cpu` supplies `static u32 id()` (the caller's CPU, stable from
+/// lock_shared to unlock_shared) and `static void relax()` (spin-wait hint).
+template <typename Cpu>
+class PerCpuRwLock final : public RwLock {
+ public:
+  void lock() override {
+    u32 expect = 0;
+    while (!__atomic_compare_exchange_n(&writer_, &expect, 1u, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+      expect = 0;
+      Cpu::relax();
+    }
+    // Sequentially consistent with the readers' increment-then-check: either
+    // a reader sees the flag and backs off, or the writer sees its count.
+    for (const Slot& s : readers_)
+      while (__atomic_load_n(&s.n, __ATOMIC_SEQ_CST) != 0) Cpu::relax();
+  }
+  void unlock() override { __atomic_store_n(&writer_, 0u, __ATOMIC_RELEASE); }
+  void lock_shared() override {
+    u32* n = &readers_[Cpu::id() % kMaxCpus].n;
+    for (;;) {
+      __atomic_fetch_add(n, 1u, __ATOMIC_SEQ_CST);
+      if (__atomic_load_n(&writer_, __ATOMIC_SEQ_CST) == 0) return;
+      __atomic_fetch_sub(n, 1u, __ATOMIC_RELEASE);
+      while (__atomic_load_n(&writer_, __ATOMIC_RELAXED) != 0) Cpu::relax();
+    }
+  }
+  void unlock_shared() override { __atomic_fetch_sub(&readers_[Cpu::id() % kMaxCpus].n, 1u, __ATOMIC_RELEASE); }
+
+ private:
+  struct alignas(kCacheLine) Slot {
+    u32 n;
+  };
+  Slot readers_[kMaxCpus] = {};
+  alignas(kCacheLine) u32 writer_ = 0;
+};
+
+}  // namespace pkvm
