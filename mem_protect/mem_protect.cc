@@ -186,6 +186,26 @@ struct MemProtect::Impl {
   // Drops host mappings that the abort path can rebuild, MMIO first, then
   // plain host-owned memory mappings, until `need` pages are free. Share
   // states and annotations are never touched.
+  // stage2_unmap of [start, end) restricted to root entries that are not
+  // empty: the MMIO gaps span nearly all of the input range and are mostly
+  // unmapped, and a walk would visit every root entry of them.
+  static void unmap_populated(MemProtect& mp, u64 start, u64 end) {
+    const u64 g = granule_size(mp.host_.start_level());
+    const u64* root = mp.host_.root();
+    auto populated = [&](u64 a) { return __atomic_load_n(&root[a / g], __ATOMIC_RELAXED) != 0; };
+    u64 a = start;
+    while (a < end) {
+      u64 run_end = a;
+      while (run_end < end && populated(run_end)) run_end = align_down(run_end, g) + g < end ? align_down(run_end, g) + g : end;
+      if (run_end > a) {
+        mp.host_.stage2_unmap(Ipa(a), run_end - a);
+        a = run_end;
+      } else {
+        a = align_down(a, g) + g < end ? align_down(a, g) + g : end;
+      }
+    }
+  }
+
   static void recycle(MemProtect& mp, u64 need) {
     Platform* p = mp.cfg_.platform;
     count(&mp.cpu_stats().recycles);
@@ -194,7 +214,7 @@ struct MemProtect::Impl {
     u64 gap_start = 0;
     for (u32 i = 0; i <= mm.size(); ++i) {
       const u64 gap_end = i < mm.size() ? mm[i].base : limit;
-      if (gap_end > gap_start) mp.host_.stage2_unmap(Ipa(gap_start), gap_end - gap_start);
+      if (gap_end > gap_start) unmap_populated(mp, gap_start, gap_end);
       if (i < mm.size()) gap_start = mm[i].base + mm[i].size;
     }
     if (p->nr_free_pages() >= need) return;

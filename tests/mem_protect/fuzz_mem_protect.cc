@@ -261,6 +261,8 @@ std::string run_fuzz_input(const u8* data, size_t size, u32 relax, bool verbose,
   World& w = world_for(size % 2 == 1, bbm);
   DriverOptions opt;
   opt.relax = relax;
+  static const char* every = getenv("MP_FUZZ_FULL_EVERY");
+  if (every) opt.full_check_every = u32(strtoul(every, nullptr, 0));
   Driver d(w, opt);
   Reader r(data, size);
   std::vector<Logged> log;
