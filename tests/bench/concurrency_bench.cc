@@ -6,6 +6,7 @@
 // the comparison. Reports aborts per second and the 2-thread speed-up.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -161,8 +162,24 @@ int main(int argc, char** argv) {
       if (one > 0) std::printf("aborts %-9s %-8s: 1 thread %.0f/s, 2 threads %.0f/s, speed-up %.2fx\n", mode, layout, one, two, two / one);
     }
   }
-  const double ratio = g_rate["shared/2/disjoint"] / g_rate["exclusive/2/disjoint"];
-  const double scale = g_rate["shared/2/disjoint"] / g_rate["shared/1/disjoint"];
+  // The target, measured in paired rounds: 1 thread, 2 threads shared and 2
+  // threads exclusive back to back, the ratio taken within each round, and
+  // the median over rounds. Rates on this shared 2-vCPU machine drift by up
+  // to 2x between runs seconds apart; a ratio of neighbours does not.
+  constexpr int kRounds = 15;
+  std::vector<double> scales, ratios;
+  std::printf("paired rounds (disjoint ranges): 1 thread, 2 threads shared, 2 threads exclusive (aborts/s)\n");
+  for (int i = 0; i < kRounds; ++i) {
+    const double one = pkvm::test::run(false, 1, true), two = pkvm::test::run(false, 2, true),
+                 excl = pkvm::test::run(true, 2, true);
+    scales.push_back(two / one);
+    ratios.push_back(two / excl);
+    std::printf("  round %d: %.0f %.0f %.0f -> speed-up %.2fx, vs exclusive %.2fx\n", i + 1, one, two, excl, two / one,
+                two / excl);
+  }
+  std::sort(scales.begin(), scales.end());
+  std::sort(ratios.begin(), ratios.end());
+  const double scale = scales[kRounds / 2], ratio = ratios[kRounds / 2];
   const pkvm::test::ChurnResult c = pkvm::test::churn(20000);
   std::printf("churn (20000 random share/donate/guest operations over 32 MiB, then all returned to the host):\n");
   std::printf("  host stage-2 table pages: fresh %llu, peak during churn %llu, after %llu (%s)\n",
@@ -171,7 +188,8 @@ int main(int argc, char** argv) {
   std::printf("  host aborts to touch every page again: fresh boot %llu, after churn %llu (%s); heals %llu\n",
               (unsigned long long)c.fresh_aborts, (unsigned long long)c.after_aborts,
               c.after_aborts <= c.fresh_aborts ? "met" : "NOT met", (unsigned long long)c.heals);
-  std::printf("TARGET 2-thread disjoint shared vs 1 thread >= 1.7x: %.2fx %s (vs exclusive lock at 2 threads: %.2fx)\n", scale,
-              scale >= 1.7 ? "met" : "NOT met", ratio);
+  std::printf("TARGET 2-thread disjoint shared vs 1 thread >= 1.7x: median %.2fx (min %.2fx, max %.2fx over %d rounds) %s "
+              "(vs exclusive lock at 2 threads: median %.2fx)\n",
+              scale, scales.front(), scales.back(), kRounds, scale >= 1.7 ? "met" : "NOT met", ratio);
   return 0;
 }
