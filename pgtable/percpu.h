@@ -55,8 +55,14 @@ class PerCpuCounters {
 /// writer flag; a writer sets the flag, then waits for every count to drain.
 /// Readers never write a line another CPU's reader writes, so concurrent
 /// shared holders scale; writers are rare (ownership transitions) and pay
-/// for a scan of kMaxCpus slots. New readers back off while a writer waits,
-/// so writers are not starved.
+/// for a scan of kMaxCpus slots.
+///
+/// Fairness, both ways: readers that find a writer in wait register in
+/// `waiting_` (a shared line, but touched only on this slow path) until they
+/// get in, and a writer lets registered readers in before it raises the flag.
+/// So a CPU issuing transitions back to back cannot starve aborts, and a
+/// stream of aborts cannot starve a transition: readers arriving while the
+/// flag is up wait for that writer.
 ///
 /// `Cpu` supplies `static u32 id()` (the caller's CPU, stable from
 /// lock_shared to unlock_shared) and `static void relax()` (spin-wait hint).
@@ -64,9 +70,10 @@ template <typename Cpu>
 class PerCpuRwLock final : public RwLock {
  public:
   void lock() override {
-    u32 expect = 0;
-    while (!__atomic_compare_exchange_n(&writer_, &expect, 1u, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
-      expect = 0;
+    for (;;) {
+      while (__atomic_load_n(&waiting_, __ATOMIC_ACQUIRE) != 0) Cpu::relax();
+      u32 expect = 0;
+      if (__atomic_compare_exchange_n(&writer_, &expect, 1u, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) break;
       Cpu::relax();
     }
     // Sequentially consistent with the readers' increment-then-check: either
@@ -77,12 +84,18 @@ class PerCpuRwLock final : public RwLock {
   void unlock() override { __atomic_store_n(&writer_, 0u, __ATOMIC_RELEASE); }
   void lock_shared() override {
     u32* n = &readers_[Cpu::id() % kMaxCpus].n;
+    bool registered = false;
     for (;;) {
       __atomic_fetch_add(n, 1u, __ATOMIC_SEQ_CST);
-      if (__atomic_load_n(&writer_, __ATOMIC_SEQ_CST) == 0) return;
+      if (__atomic_load_n(&writer_, __ATOMIC_SEQ_CST) == 0) break;
       __atomic_fetch_sub(n, 1u, __ATOMIC_RELEASE);
+      if (!registered) {
+        __atomic_fetch_add(&waiting_, 1u, __ATOMIC_RELAXED);
+        registered = true;
+      }
       while (__atomic_load_n(&writer_, __ATOMIC_RELAXED) != 0) Cpu::relax();
     }
+    if (registered) __atomic_fetch_sub(&waiting_, 1u, __ATOMIC_RELEASE);
   }
   void unlock_shared() override { __atomic_fetch_sub(&readers_[Cpu::id() % kMaxCpus].n, 1u, __ATOMIC_RELEASE); }
 
@@ -92,6 +105,7 @@ class PerCpuRwLock final : public RwLock {
   };
   Slot readers_[kMaxCpus] = {};
   alignas(kCacheLine) u32 writer_ = 0;
+  u32 waiting_ = 0;  // readers that found a writer and have not got in yet
 };
 
 }  // namespace pkvm

@@ -429,8 +429,35 @@ struct Pgtable::Internal {
 
   // --- Unmap -----------------------------------------------------------------
 
+  // Unmap invalidates after its walk rather than per entry. Unmap walks are
+  // exclusive (no software walker runs beside them), and nothing is made in
+  // place of a cleared leaf, so a valid leaf may go straight to 0 without a
+  // LOCKED break; the TLBs may keep the old translation only until the
+  // invalidation at the end of the walk, which completes before the unmap
+  // returns. One DSB then covers every cleared leaf; up to kDeferredTlbis
+  // leaves get one TLBI each, more get one table-wide invalidation (the
+  // range-versus-all trade Linux makes at 512 entries; the hypervisor's and
+  // the host's working sets are small, so the cut is lower here).
+  static constexpr u32 kDeferredTlbis = 32;
+  struct UnmapData {
+    u32 n = 0;
+    bool all = false;
+    u64 addr[kDeferredTlbis];
+    u32 level[kDeferredTlbis];
+  };
+
   static int unmap_cb(const VisitCtx& ctx, u32 visit) {
-    if (visit == kWalkTablePost) return free_if_empty(ctx);
+    auto& u = *static_cast<UnmapData*>(ctx.arg);
+    if (visit == kWalkTablePost) {
+      free_if_empty(ctx);
+      // Freeing a table invalidated the whole VMID (EL2): that covers every
+      // leaf cleared so far.
+      if (__atomic_load_n(ctx.ptep, __ATOMIC_RELAXED) == 0) {
+        u.n = 0;
+        u.all = false;
+      }
+      return 0;
+    }
     if (is_locked(ctx.old)) return -kEAGAIN;
     if (ctx.old == 0) return 0;
     const u64 g = granule_size(ctx.level);
@@ -439,8 +466,29 @@ struct Pgtable::Internal {
       // The range covers only part of this block: split so the rest survives.
       return ensure_table(ctx);
     }
-    if (!replace_pte(ctx, 0)) return -kEAGAIN;
+    set_pte(ctx, 0);  // exclusive walk: a plain store, cannot fail
+    adjust_refcount(ctx, ctx.old, 0);
+    if (is_valid(ctx.old)) {
+      if (u.n < kDeferredTlbis) {
+        u.addr[u.n] = base;
+        u.level[u.n] = ctx.level;
+        ++u.n;
+      } else {
+        u.all = true;
+      }
+    }
     return 0;
+  }
+
+  // The invalidation unmap_cb deferred.
+  static void flush_unmapped(Pgtable* pgt, const UnmapData& u) {
+    if (!u.all && u.n == 0) return;
+    pgt->platform_->barrier(Barrier::kDsbIshst);
+    if (u.all) {
+      tlbi_all(pgt);
+      return;
+    }
+    for (u32 i = 0; i < u.n; ++i) tlbi_leaf(pgt, u.addr[i], u.level[i], true);
   }
 
   // --- Attribute updates -----------------------------------------------------
@@ -515,8 +563,10 @@ struct Pgtable::Internal {
   }
 
   static int unmap_walk(Pgtable* pgt, u64 addr, u64 size) {
-    Walker w{unmap_cb, nullptr, kWalkLeaf | kWalkTablePost};
+    UnmapData u;
+    Walker w{unmap_cb, &u, kWalkLeaf | kWalkTablePost};
     int ret = pgt->walk(addr, size, w);
+    flush_unmapped(pgt, u);  // also after a failed walk: what was cleared stays cleared
     if (ret == -kENOMEM) prune(pgt, addr, size);
     return ret;
   }
