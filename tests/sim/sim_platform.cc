@@ -426,18 +426,8 @@ void SimPlatform::record(Event e) {
   for (EventObserver* o : observers_) o->on_event(e);
 }
 
-u32 SimPlatform::thread_cpu() {
-  // Threads stand for CPUs: each gets the next index on first use.
-  static std::atomic<u32> next{0};
-  thread_local const u32 id = next.fetch_add(1, std::memory_order_relaxed) % kMaxCpus;
-  return id;
-}
-
 void SimCpu::relax() { std::this_thread::yield(); }
 
-void SimPlatform::bump(u64 SimCounters::*field) {
-  __atomic_fetch_add(&(counters_.cpu(cpu_id()).*field), 1, __ATOMIC_RELAXED);
-}
 
 void SimPlatform::dcache_clean_inval_poc(PhysAddr pa, u64 size) {
   bump(&SimCounters::dcache_ops);
@@ -458,7 +448,7 @@ void SimPlatform::icache_inval_pou(PhysAddr pa, u64 size) {
 }
 
 void SimPlatform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
-  __atomic_fetch_add(&counters_.cpu(cpu_id()).tlbis[u32(kind)], 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&counters_.cpu(thread_cpu()).tlbis[u32(kind)], 1, __ATOMIC_RELAXED);
   Event e;
   e.type = EventType::kTlbi;
   e.tlbi = kind;
@@ -469,7 +459,7 @@ void SimPlatform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
 }
 
 void SimPlatform::barrier(Barrier b) {
-  __atomic_fetch_add(&counters_.cpu(cpu_id()).barriers[u32(b)], 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&counters_.cpu(thread_cpu()).barriers[u32(b)], 1, __ATOMIC_RELAXED);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   Event e;
   e.type = EventType::kBarrier;

@@ -167,8 +167,14 @@ class SimPlatform : public Platform {
   void pte_written(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level, u32 vmid) override;
   /// The calling thread's CPU index (threads numbered on first use, modulo kMaxCpus).
   u32 cpu_id() override { return thread_cpu(); }
-  /// cpu_id() without a platform.
-  static u32 thread_cpu();
+  /// cpu_id() without a platform. Constant-initialised thread_local (no
+  /// guard on each access: this sits on every counted event).
+  static u32 thread_cpu() {
+    static std::atomic<u32> next{0};
+    thread_local u32 id = ~0u;
+    if (id == ~0u) id = next.fetch_add(1, std::memory_order_relaxed) % kMaxCpus;
+    return id;
+  }
 
   // --- Memory layout ---------------------------------------------------------
   /// First physical address of the arena.
@@ -329,7 +335,9 @@ class SimPlatform : public Platform {
   u64 next_seq_ = 1;
   // Per CPU (thread): concurrent walkers would otherwise share one line.
   PerCpuCounters<SimCounters> counters_;
-  void bump(u64 SimCounters::*field);
+  void bump(u64 SimCounters::*field) {
+    __atomic_fetch_add(&(counters_.cpu(thread_cpu()).*field), 1, __ATOMIC_RELAXED);
+  }
 };
 
 /// Host threads as CPUs for PerCpuRwLock: SimPlatform's numbering.
