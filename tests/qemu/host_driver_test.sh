@@ -62,6 +62,12 @@ boot() {
   local why=""
   [[ $rc -eq 0 ]] || why="QEMU exited with $rc"
   grep -q '^PKVMTEST: done' "$log" || why="${why:+$why; }the guest did not reach its end"
+  # The guest counts the case lines it printed: a line garbled on the way
+  # (and so not counted here) fails the boot instead of silently vanishing.
+  local emitted
+  emitted=$(sed -n 's/^PKVMTEST: done cases=\([0-9]*\)$/\1/p' "$log")
+  [[ -n $emitted && $emitted -eq $((p + f)) ]] ||
+    why="${why:+$why; }the guest printed ${emitted:-an unreadable number of} case lines, $((p + f)) arrived intact"
   grep -q 'Kernel panic' "$log" && why="${why:+$why; }kernel panic"
   grep -q 'HYPERVISOR PANIC' "$log" && why="${why:+$why; }hypervisor panic"
   if [[ $payload == yes ]]; then
