@@ -186,24 +186,42 @@ struct MemProtect::Impl {
   // Drops host mappings that the abort path can rebuild, MMIO first, then
   // plain host-owned memory mappings, until `need` pages are free. Share
   // states and annotations are never touched.
-  // stage2_unmap of [start, end) restricted to root entries that are not
-  // empty: the MMIO gaps span nearly all of the input range and are mostly
-  // unmapped, and a walk would visit every root entry of them.
+  // stage2_unmap of [start, end), skipping what is empty: the MMIO gaps span
+  // nearly all of the input range and are mostly unmapped, and one walk over
+  // them would visit every entry. Reads the root, and the tables one level
+  // below it, directly (the lock is held exclusively), and unmaps only the
+  // runs of entries that hold something.
   static void unmap_populated(MemProtect& mp, u64 start, u64 end) {
-    const u64 g = granule_size(mp.host_.start_level());
-    const u64* root = mp.host_.root();
-    auto populated = [&](u64 a) { return __atomic_load_n(&root[a / g], __ATOMIC_RELAXED) != 0; };
-    u64 a = start;
-    while (a < end) {
-      u64 run_end = a;
-      while (run_end < end && populated(run_end)) run_end = align_down(run_end, g) + g < end ? align_down(run_end, g) + g : end;
-      if (run_end > a) {
-        mp.host_.stage2_unmap(Ipa(a), run_end - a);
-        a = run_end;
+    unmap_populated_in(mp, mp.host_.root(), mp.host_.start_level(), 0, start, end);
+  }
+
+  static void unmap_populated_in(MemProtect& mp, const u64* table, u32 level, u64 table_base, u64 start, u64 end) {
+    const u64 g = granule_size(level);
+    u64 run = 0, run_end = 0;  // pending run of populated entries
+    auto flush = [&] {
+      if (run_end > run) mp.host_.stage2_unmap(Ipa(run), run_end - run);
+      run = run_end = 0;
+    };
+    for (u64 a = start; a < end;) {
+      const u64 entry_end = align_down(a, g) + g < end ? align_down(a, g) + g : end;
+      const u64 pte = __atomic_load_n(&table[(a - table_base) / g], __ATOMIC_RELAXED);
+      if (pte == 0) {
+        flush();
+      } else if (is_table(pte, level) && level + 1 < kLastLevel) {
+        // Look one level down rather than unmapping the whole entry's range.
+        flush();
+        const auto* child = static_cast<const u64*>(mp.cfg_.platform->phys_to_virt(PhysAddr(oa(pte))));
+        unmap_populated_in(mp, child, level + 1, align_down(a, g), a, entry_end);
       } else {
-        a = align_down(a, g) + g < end ? align_down(a, g) + g : end;
+        if (run_end != a) {
+          flush();
+          run = a;
+        }
+        run_end = entry_end;
       }
+      a = entry_end;
     }
+    flush();
   }
 
   static void recycle(MemProtect& mp, u64 need) {

@@ -725,7 +725,8 @@ std::string Driver::step(const Op& op, int* got_out) {
   }
   const bool alloc_failed = plat.failed_alloc_count() != failed0;
   const u64 free_after = plat.nr_free_pages();
-  const bool recycled = mp.stats().recycles != recycles0;
+  const MemProtectStats stats_after = mp.stats();
+  const bool recycled = stats_after.recycles != recycles0;
 
   Problems pr;
   bool committed = false;
@@ -804,7 +805,7 @@ std::string Driver::step(const Op& op, int* got_out) {
   }
   if (op.kind == OpKind::kHostAbort && committed && !exp.mmio)
     check_pages(w_, exp.block.start / kPage, exp.block.end / kPage, &pr);
-  if (mp.stats().internal_errors) pr.add(fmt("internal_errors = %" PRIu64, mp.stats().internal_errors));
+  if (stats_after.internal_errors) pr.add(fmt("internal_errors = %" PRIu64, stats_after.internal_errors));
   // Every operation returns to the host with its invalidations complete.
   check_bbm(w_, &pr);
 
