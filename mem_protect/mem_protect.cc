@@ -400,6 +400,48 @@ struct MemProtect::Impl {
     }
   }
 
+  // The guest-initiated share and unshare: every guest leaf of the range must
+  // be valid in state `from` and its host pages pass `check_host(pa, size)`;
+  // then (the host side's table pages counted as annotations or as mappings,
+  // per `host_annotates`) the host side is committed with
+  // `commit_host(pa, size)` and the guest leaves become `to`.
+  template <typename CheckHost, typename CommitHost>
+  static int guest_host_transition(MemProtect& mp, Transition t, u32 guest, u64 gfn, u64 nr, PageState from,
+                                   PageState to, bool host_annotates, CheckHost check_host,
+                                   CommitHost commit_host) {
+    int ret = check_nr(nr);
+    Guest* g = ret ? nullptr : live_guest(mp, guest);
+    if (!ret && !g) ret = -kENOENT;
+    if (!ret) ret = check_gfn_range(g->pgt, gfn, nr);
+    if (ret) return record(mp, t, ret);
+    const u64 ipa = gfn << kPageShift, size = nr << kPageShift;
+    Exclusive h(mp.cfg_.host_lock);
+    Exclusive gl(guest_lock(mp, guest));
+    Budget hb(mp.host_), gb(g->pgt);
+    ret = for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
+      if (!is_valid(ctx.old) || state_of_leaf(ctx.old) != from) return -kEPERM;
+      const Range r = clip(ctx);
+      const u64 pa = leaf_pa(ctx, r);
+      hb.add(pa, r.size(), pa, host_annotates);
+      gb.add(r.start, r.size(), pa, false);
+      return check_host(pa, r.size());
+    });
+    if (!ret) ret = reserve(mp, hb.total + gb.total);
+    if (ret) return record(mp, t, ret);
+    for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
+      const Range r = clip(ctx);
+      commit_host(leaf_pa(ctx, r), r.size());
+      return 0;
+    });
+    // Re-walk: the host updates above did not touch the guest table.
+    for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
+      const Range r = clip(ctx);
+      mp.commit_guest_map(g, r.start, r.size(), leaf_pa(ctx, r), to);
+      return 0;
+    });
+    return record(mp, t, 0);
+  }
+
   // --- Dump -------------------------------------------------------------------
 
   static DumpRecord record_of(MemProtect& mp, u64 pte, u32 level, u64 pfn) {
@@ -659,78 +701,23 @@ int MemProtect::host_donate_guest(u32 guest, u64 pfn, u64 gfn, u64 nr) {
 }
 
 int MemProtect::guest_share_host(u32 guest, u64 gfn, u64 nr) {
-  int ret = I::check_nr(nr);
-  Guest* g = ret ? nullptr : I::live_guest(*this, guest);
-  if (!ret && !g) ret = -kENOENT;
-  if (!ret) ret = I::check_gfn_range(g->pgt, gfn, nr);
-  if (ret) return I::record(*this, Transition::kGuestShareHost, ret);
-  const u64 ipa = gfn << kPageShift, size = nr << kPageShift;
-  Exclusive h(cfg_.host_lock);
-  Exclusive gl(I::guest_lock(*this, guest));
-  I::Budget hb(host_), gb(g->pgt);
-  ret = for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
-    if (!is_valid(ctx.old) || state_of_leaf(ctx.old) != PageState::kOwned) return -kEPERM;
-    const Range r = clip(ctx);
-    const u64 pa = leaf_pa(ctx, r);
-    hb.add(pa, r.size(), pa, false);
-    gb.add(r.start, r.size(), pa, false);
-    return I::check_host_owner(*this, pa, r.size(), guest);
-  });
-  if (!ret) ret = I::reserve(*this, hb.total + gb.total);
-  if (!ret) {
-    for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
-      const Range r = clip(ctx);
-      const u64 pa = leaf_pa(ctx, r);
-      I::host_map_state(*this, pa, r.size(), PageState::kSharedBorrowed);
-      I::set_lender(*this, pa, r.size(), guest);
-      return 0;
-    });
-    // Re-walk: the host updates above did not touch the guest table.
-    for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
-      const Range r = clip(ctx);
-      const u64 pa = leaf_pa(ctx, r);
-      commit_guest_map(g, r.start, r.size(), pa, PageState::kSharedOwned);
-      return 0;
-    });
-  }
-  return I::record(*this, Transition::kGuestShareHost, ret);
+  return I::guest_host_transition(
+      *this, Transition::kGuestShareHost, guest, gfn, nr, PageState::kOwned, PageState::kSharedOwned, false,
+      [&](u64 pa, u64 size) { return I::check_host_owner(*this, pa, size, guest); },
+      [&](u64 pa, u64 size) {
+        I::host_map_state(*this, pa, size, PageState::kSharedBorrowed);
+        I::set_lender(*this, pa, size, guest);
+      });
 }
 
 int MemProtect::guest_unshare_host(u32 guest, u64 gfn, u64 nr) {
-  int ret = I::check_nr(nr);
-  Guest* g = ret ? nullptr : I::live_guest(*this, guest);
-  if (!ret && !g) ret = -kENOENT;
-  if (!ret) ret = I::check_gfn_range(g->pgt, gfn, nr);
-  if (ret) return I::record(*this, Transition::kGuestUnshareHost, ret);
-  const u64 ipa = gfn << kPageShift, size = nr << kPageShift;
-  Exclusive h(cfg_.host_lock);
-  Exclusive gl(I::guest_lock(*this, guest));
-  I::Budget hb(host_), gb(g->pgt);
-  ret = for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
-    if (!is_valid(ctx.old) || state_of_leaf(ctx.old) != PageState::kSharedOwned) return -kEPERM;
-    const Range r = clip(ctx);
-    const u64 pa = leaf_pa(ctx, r);
-    hb.add(pa, r.size(), pa, true);
-    gb.add(r.start, r.size(), pa, false);
-    return I::check_state(host_, true, pa, r.size(), PageState::kSharedBorrowed);
-  });
-  if (!ret) ret = I::reserve(*this, hb.total + gb.total);
-  if (!ret) {
-    for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
-      const Range r = clip(ctx);
-      const u64 pa = leaf_pa(ctx, r);
-      I::host_set_owner(*this, pa, r.size(), guest);
-      I::set_lender(*this, pa, r.size(), 0);
-      return 0;
-    });
-    for_each_leaf(g->pgt, ipa, size, [&](const VisitCtx& ctx) -> int {
-      const Range r = clip(ctx);
-      const u64 pa = leaf_pa(ctx, r);
-      commit_guest_map(g, r.start, r.size(), pa, PageState::kOwned);
-      return 0;
-    });
-  }
-  return I::record(*this, Transition::kGuestUnshareHost, ret);
+  return I::guest_host_transition(
+      *this, Transition::kGuestUnshareHost, guest, gfn, nr, PageState::kSharedOwned, PageState::kOwned, true,
+      [&](u64 pa, u64 size) { return I::check_state(host_, true, pa, size, PageState::kSharedBorrowed); },
+      [&](u64 pa, u64 size) {
+        I::host_set_owner(*this, pa, size, guest);
+        I::set_lender(*this, pa, size, 0);
+      });
 }
 
 int MemProtect::host_reclaim_guest(u32 guest, u64 pfn, u64 nr) {
