@@ -16,37 +16,25 @@ namespace {
 
 constexpr u64 kPfnMax = ~u64{0} >> kPageShift;
 
-// Scoped lock holders; a null lock means a single-threaded configuration.
-class Exclusive {
+// Scoped lock holder; a null lock means a single-threaded configuration.
+template <void (RwLock::*kAcquire)(), void (RwLock::*kRelease)()>
+class Hold {
  public:
-  explicit Exclusive(RwLock* l) : l_(l) {
-    if (l_) l_->lock();
+  explicit Hold(RwLock* l) : l_(l) {
+    if (l_) (l_->*kAcquire)();
   }
-  ~Exclusive() {
-    if (l_) l_->unlock();
+  ~Hold() {
+    if (l_) (l_->*kRelease)();
   }
-  Exclusive(const Exclusive&) = delete;
-  Exclusive& operator=(const Exclusive&) = delete;
+  Hold(const Hold&) = delete;
+  Hold& operator=(const Hold&) = delete;
 
  private:
   RwLock* l_;
 };
-
-// Scoped shared hold: host aborts run side by side under it.
-class Shared {
- public:
-  explicit Shared(RwLock* l) : l_(l) {
-    if (l_) l_->lock_shared();
-  }
-  ~Shared() {
-    if (l_) l_->unlock_shared();
-  }
-  Shared(const Shared&) = delete;
-  Shared& operator=(const Shared&) = delete;
-
- private:
-  RwLock* l_;
-};
+using Exclusive = Hold<&RwLock::lock, &RwLock::unlock>;
+// Host aborts run side by side under a shared hold.
+using Shared = Hold<&RwLock::lock_shared, &RwLock::unlock_shared>;
 
 void count(u64* c) { __atomic_fetch_add(c, 1, __ATOMIC_RELAXED); }
 
@@ -400,6 +388,46 @@ struct MemProtect::Impl {
     }
   }
 
+  // Pin (+1) or unpin (-1) pages the host shared with the hypervisor: all
+  // must be borrowed by the hypervisor and none at count `stop` (else `err`).
+  static int adjust_pins(MemProtect& mp, Transition t, u64 pfn, u64 nr, int delta, u16 stop, int err) {
+    int ret = check_host_range(mp, pfn, nr);
+    if (ret) return record(mp, t, ret);
+    const u64 addr = pfn << kPageShift, size = nr << kPageShift;
+    Exclusive h(mp.cfg_.host_lock);
+    Exclusive y(mp.cfg_.hyp_lock);
+    ret = check_state(mp.hyp_, false, addr, size, PageState::kSharedBorrowed);
+    for (u64 p = pfn; !ret && p < pfn + nr; ++p)
+      if (mp.meta(p)->pin_count == stop) ret = err;
+    if (!ret)
+      for (u64 p = pfn; p < pfn + nr; ++p) mp.meta(p)->pin_count = u16(mp.meta(p)->pin_count + delta);
+    return record(mp, t, ret);
+  }
+
+  // The host-initiated share and donation to a guest: host pages OWNED, guest
+  // frames unmapped; the host side's table pages counted as annotations
+  // (donation) or mappings (share); then `commit(g, addr, ipa, size)`.
+  template <typename Commit>
+  static int host_guest_transition(MemProtect& mp, Transition t, u32 guest, u64 pfn, u64 gfn, u64 nr,
+                                   bool host_annotates, Commit commit) {
+    int ret = check_nr(nr);
+    Guest* g = ret ? nullptr : live_guest(mp, guest);
+    if (!ret && !g) ret = -kENOENT;
+    if (!ret) ret = check_host_range(mp, pfn, nr);
+    if (!ret) ret = check_gfn_range(g->pgt, gfn, nr);
+    if (ret) return record(mp, t, ret);
+    const u64 addr = pfn << kPageShift, size = nr << kPageShift, ipa = gfn << kPageShift;
+    Exclusive h(mp.cfg_.host_lock);
+    Exclusive gl(guest_lock(mp, guest));
+    ret = check_state(mp.host_, true, addr, size, PageState::kOwned);
+    if (!ret) ret = check_state(g->pgt, false, ipa, size, PageState::kNoPage);
+    if (!ret)
+      ret = reserve(mp, tables_for(mp.host_, addr, size, addr, host_annotates) +
+                            tables_for(g->pgt, ipa, size, addr, false));
+    if (!ret) commit(g, addr, ipa, size);
+    return record(mp, t, ret);
+  }
+
   // The guest-initiated share and unshare: every guest leaf of the range must
   // be valid in state `from` and its host pages pass `check_host(pa, size)`;
   // then (the host side's table pages counted as annotations or as mappings,
@@ -624,25 +652,11 @@ int MemProtect::hyp_donate_host(u64 pfn, u64 nr) {
 }
 
 int MemProtect::host_share_guest(u32 guest, u64 pfn, u64 gfn, u64 nr) {
-  int ret = I::check_nr(nr);
-  Guest* g = ret ? nullptr : I::live_guest(*this, guest);
-  if (!ret && !g) ret = -kENOENT;
-  if (!ret) ret = I::check_host_range(*this, pfn, nr);
-  if (!ret) ret = I::check_gfn_range(g->pgt, gfn, nr);
-  if (ret) return I::record(*this, Transition::kHostShareGuest, ret);
-  const u64 addr = pfn << kPageShift, size = nr << kPageShift, ipa = gfn << kPageShift;
-  Exclusive h(cfg_.host_lock);
-  Exclusive gl(I::guest_lock(*this, guest));
-  ret = I::check_state(host_, true, addr, size, PageState::kOwned);
-  if (!ret) ret = I::check_state(g->pgt, false, ipa, size, PageState::kNoPage);
-  if (!ret)
-    ret = I::reserve(*this,
-                     I::tables_for(host_, addr, size, addr, false) + I::tables_for(g->pgt, ipa, size, addr, false));
-  if (!ret) {
-    I::host_map_state(*this, addr, size, PageState::kSharedOwned);
-    commit_guest_map(g, ipa, size, addr, PageState::kSharedBorrowed);
-  }
-  return I::record(*this, Transition::kHostShareGuest, ret);
+  return I::host_guest_transition(*this, Transition::kHostShareGuest, guest, pfn, gfn, nr, false,
+                                  [&](Guest* g, u64 addr, u64 ipa, u64 size) {
+                                    I::host_map_state(*this, addr, size, PageState::kSharedOwned);
+                                    commit_guest_map(g, ipa, size, addr, PageState::kSharedBorrowed);
+                                  });
 }
 
 int MemProtect::host_unshare_guest(u32 guest, u64 gfn, u64 nr) {
@@ -679,25 +693,12 @@ int MemProtect::host_unshare_guest(u32 guest, u64 gfn, u64 nr) {
 }
 
 int MemProtect::host_donate_guest(u32 guest, u64 pfn, u64 gfn, u64 nr) {
-  int ret = I::check_nr(nr);
-  Guest* g = ret ? nullptr : I::live_guest(*this, guest);
-  if (!ret && !g) ret = -kENOENT;
-  if (!ret) ret = I::check_host_range(*this, pfn, nr);
-  if (!ret) ret = I::check_gfn_range(g->pgt, gfn, nr);
-  if (ret) return I::record(*this, Transition::kHostDonateGuest, ret);
-  const u64 addr = pfn << kPageShift, size = nr << kPageShift, ipa = gfn << kPageShift;
-  Exclusive h(cfg_.host_lock);
-  Exclusive gl(I::guest_lock(*this, guest));
-  ret = I::check_state(host_, true, addr, size, PageState::kOwned);
-  if (!ret) ret = I::check_state(g->pgt, false, ipa, size, PageState::kNoPage);
-  if (!ret)
-    ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(g->pgt, ipa, size, addr, false));
-  if (!ret) {
-    I::host_set_owner(*this, addr, size, guest);
-    commit_guest_map(g, ipa, size, addr, PageState::kOwned);
-    g->owned_pages += nr;
-  }
-  return I::record(*this, Transition::kHostDonateGuest, ret);
+  return I::host_guest_transition(*this, Transition::kHostDonateGuest, guest, pfn, gfn, nr, true,
+                                  [&](Guest* g, u64 addr, u64 ipa, u64 size) {
+                                    I::host_set_owner(*this, addr, size, guest);
+                                    commit_guest_map(g, ipa, size, addr, PageState::kOwned);
+                                    g->owned_pages += nr;
+                                  });
 }
 
 int MemProtect::guest_share_host(u32 guest, u64 gfn, u64 nr) {
@@ -749,31 +750,12 @@ int MemProtect::host_reclaim_guest(u32 guest, u64 pfn, u64 nr) {
 }
 
 int MemProtect::hyp_pin_shared(u64 pfn, u64 nr) {
-  int ret = I::check_host_range(*this, pfn, nr);
-  if (ret) return I::record(*this, Transition::kHypPin, ret);
-  const u64 addr = pfn << kPageShift, size = nr << kPageShift;
-  Exclusive h(cfg_.host_lock);
-  Exclusive y(cfg_.hyp_lock);
-  ret = I::check_state(hyp_, false, addr, size, PageState::kSharedBorrowed);
-  for (u64 p = pfn; !ret && p < pfn + nr; ++p)
-    if (meta(p)->pin_count == 0xffff) ret = -kEBUSY;
-  if (!ret)
-    for (u64 p = pfn; p < pfn + nr; ++p) ++meta(p)->pin_count;
-  return I::record(*this, Transition::kHypPin, ret);
+  // A pin count at its maximum would wrap: refuse as busy.
+  return I::adjust_pins(*this, Transition::kHypPin, pfn, nr, +1, 0xffff, -kEBUSY);
 }
 
 int MemProtect::hyp_unpin_shared(u64 pfn, u64 nr) {
-  int ret = I::check_host_range(*this, pfn, nr);
-  if (ret) return I::record(*this, Transition::kHypUnpin, ret);
-  const u64 addr = pfn << kPageShift, size = nr << kPageShift;
-  Exclusive h(cfg_.host_lock);
-  Exclusive y(cfg_.hyp_lock);
-  ret = I::check_state(hyp_, false, addr, size, PageState::kSharedBorrowed);
-  for (u64 p = pfn; !ret && p < pfn + nr; ++p)
-    if (meta(p)->pin_count == 0) ret = -kEPERM;
-  if (!ret)
-    for (u64 p = pfn; p < pfn + nr; ++p) --meta(p)->pin_count;
-  return I::record(*this, Transition::kHypUnpin, ret);
+  return I::adjust_pins(*this, Transition::kHypUnpin, pfn, nr, -1, 0, -kEPERM);
 }
 
 int MemProtect::guest_create() {
