@@ -176,40 +176,58 @@ struct MemProtect::Impl {
   // states and annotations are never touched.
   // stage2_unmap of [start, end), skipping what is empty: the MMIO gaps span
   // nearly all of the input range and are mostly unmapped, and one walk over
-  // them would visit every entry. Reads the root, and the tables one level
-  // below it, directly (the lock is held exclusively), and unmaps only the
-  // runs of entries that hold something.
+  // them would visit every entry. First the root and the tables below it are
+  // read directly (the lock is held exclusively) down to level 2, collecting
+  // the runs of entries that hold something; only then are those runs
+  // unmapped, since unmapping frees tables the scan would otherwise still
+  // read. Too many runs to note: the rest of the range is one run.
+  struct Runs {
+    static constexpr u32 kMax = 32;
+    Range r[kMax];
+    u32 n = 0;
+    bool full = false;  // r[n - 1] extends to the end of the range
+    void add(u64 a, u64 b) {
+      if (full) return;
+      if (n && r[n - 1].end == a) {
+        r[n - 1].end = b;
+      } else if (n < kMax) {
+        r[n++] = Range{a, b};
+      } else {
+        full = true;
+      }
+    }
+  };
+
   static void unmap_populated(MemProtect& mp, u64 start, u64 end) {
-    unmap_populated_in(mp, mp.host_.root(), mp.host_.start_level(), 0, start, end);
+    Runs runs;
+    scan_populated(mp, mp.host_.root(), mp.host_.start_level(), 0, start, end, &runs);
+    if (runs.full) runs.r[runs.n - 1].end = end;
+    for (u32 i = 0; i < runs.n; ++i) mp.host_.stage2_unmap(Ipa(runs.r[i].start), runs.r[i].size());
   }
 
-  static void unmap_populated_in(MemProtect& mp, const u64* table, u32 level, u64 table_base, u64 start, u64 end) {
+  // Notes in `runs` the parts of [start, end) under `table` (at `level`,
+  // mapping from `table_base`) that hold anything; returns false when none.
+  static bool scan_populated(MemProtect& mp, const u64* table, u32 level, u64 table_base, u64 start, u64 end,
+                             Runs* runs) {
     const u64 g = granule_size(level);
-    u64 run = 0, run_end = 0;  // pending run of populated entries
-    auto flush = [&] {
-      if (run_end > run) mp.host_.stage2_unmap(Ipa(run), run_end - run);
-      run = run_end = 0;
-    };
+    bool any = false;
     for (u64 a = start; a < end;) {
-      const u64 entry_end = align_down(a, g) + g < end ? align_down(a, g) + g : end;
+      const u64 base = align_down(a, g);
+      const u64 entry_end = base + g < end ? base + g : end;
       const u64 pte = __atomic_load_n(&table[(a - table_base) / g], __ATOMIC_RELAXED);
-      if (pte == 0) {
-        flush();
-      } else if (is_table(pte, level) && level + 1 < kLastLevel) {
-        // Look one level down rather than unmapping the whole entry's range.
-        flush();
-        const auto* child = static_cast<const u64*>(mp.cfg_.platform->phys_to_virt(PhysAddr(oa(pte))));
-        unmap_populated_in(mp, child, level + 1, align_down(a, g), a, entry_end);
-      } else {
-        if (run_end != a) {
-          flush();
-          run = a;
-        }
-        run_end = entry_end;
+      if (pte != 0) {
+        any = true;
+        const bool descend = is_table(pte, level) && level + 1 < kLastLevel;
+        const auto* child =
+            descend ? static_cast<const u64*>(mp.cfg_.platform->phys_to_virt(PhysAddr(oa(pte)))) : nullptr;
+        // A table with nothing in the range: its part is still unmapped, so
+        // the walk frees the table if it is empty, as one walk of the whole
+        // range would.
+        if (!child || !scan_populated(mp, child, level + 1, base, a, entry_end, runs)) runs->add(a, entry_end);
       }
       a = entry_end;
     }
-    flush();
+    return any;
   }
 
   static void recycle(MemProtect& mp, u64 need) {

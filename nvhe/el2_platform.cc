@@ -81,17 +81,20 @@ void dcache_clean_poc(const void* va, u64 size) {
   arch::dsb_sy();
 }
 
-void El2Platform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
-  (void)level;  // no FEAT_TTL hint: a plain by-IPA invalidation covers every level
-  __atomic_fetch_add(&tlbis_, 1, __ATOMIC_RELAXED);
-  if (kind == TlbiKind::kEl2Va) {
-    asm volatile("tlbi vae2is, %0" ::"r"(addr >> desc::kPageShift) : "memory");
-    arch::dsb_ish();
-    arch::isb();
-    return;
-  }
-  if (kind == TlbiKind::kEl2All) {
-    asm volatile("tlbi alle2is" ::: "memory");
+void El2Platform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) { tlbi_batch(kind, vmid, &addr, &level, 1); }
+
+void El2Platform::tlbi_batch(TlbiKind kind, u32 vmid, const u64* addrs, const u32* levels, u32 n) {
+  (void)levels;  // no FEAT_TTL hint: a plain by-address invalidation covers every level
+  if (n == 0) return;
+  __atomic_fetch_add(&tlbis_, n, __ATOMIC_RELAXED);
+  if (kind == TlbiKind::kEl2Va || kind == TlbiKind::kEl2All) {
+    // Issued back to back, completed together.
+    for (u32 i = 0; i < n; ++i) {
+      if (kind == TlbiKind::kEl2Va)
+        asm volatile("tlbi vae2is, %0" ::"r"(addrs[i] >> desc::kPageShift) : "memory");
+      else
+        asm volatile("tlbi alle2is" ::: "memory");
+    }
     arch::dsb_ish();
     arch::isb();
     return;
@@ -106,14 +109,15 @@ void El2Platform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
   }
   switch (kind) {
     case TlbiKind::kIpa:
-      // Stage-2 entry first, then any combined stage-1+2 entry built from it.
-      asm volatile("tlbi ipas2e1is, %0" ::"r"(addr >> desc::kPageShift) : "memory");
+      // The stage-2 entries first (all of them, then one DSB), then any
+      // combined stage-1+2 entry built from them: one VMALLE1IS covers all.
+      for (u32 i = 0; i < n; ++i) asm volatile("tlbi ipas2e1is, %0" ::"r"(addrs[i] >> desc::kPageShift) : "memory");
       arch::dsb_ish();
       asm volatile("tlbi vmalle1is" ::: "memory");
       arch::dsb_ish();
       break;
     case TlbiKind::kIpaLocal:
-      asm volatile("tlbi ipas2e1, %0" ::"r"(addr >> desc::kPageShift) : "memory");
+      for (u32 i = 0; i < n; ++i) asm volatile("tlbi ipas2e1, %0" ::"r"(addrs[i] >> desc::kPageShift) : "memory");
       arch::dsb_nsh();
       asm volatile("tlbi vmalle1" ::: "memory");
       arch::dsb_nsh();

@@ -26,6 +26,7 @@ class El2Platform final : public Platform {
   void dcache_clean_inval_poc(PhysAddr pa, u64 size) override;
   void icache_inval_pou(PhysAddr pa, u64 size) override;
   void tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) override;
+  void tlbi_batch(TlbiKind kind, u32 vmid, const u64* addrs, const u32* levels, u32 n) override;
   void barrier(Barrier b) override;
   void pte_written(u64*, u64, u64, u64, u32, u32) override {}
   /// This CPU's index (TPIDR_EL2).

@@ -64,6 +64,10 @@ class PerCpuCounters {
 /// stream of aborts cannot starve a transition: readers arriving while the
 /// flag is up wait for that writer.
 ///
+/// Not recursive: a CPU holding it shared must not take it shared again (a
+/// writer waiting in between would wait for the first hold while the second
+/// waits for the writer).
+///
 /// `Cpu` supplies `static u32 id()` (the caller's CPU, stable from
 /// lock_shared to unlock_shared) and `static void relax()` (spin-wait hint).
 template <typename Cpu>

@@ -488,7 +488,10 @@ struct Pgtable::Internal {
       tlbi_all(pgt);
       return;
     }
-    for (u32 i = 0; i < u.n; ++i) tlbi_leaf(pgt, u.addr[i], u.level[i], true);
+    // Issued together, completed once (Platform::tlbi_batch).
+    pgt->platform_->tlbi_batch(pgt->format_ == Format::kStage2 ? TlbiKind::kIpa : TlbiKind::kEl2Va, pgt->vmid_,
+                               u.addr, u.level, u.n);
+    __atomic_fetch_add(&pgt->cpu_stats().tlbis, u.n, __ATOMIC_RELAXED);
   }
 
   // --- Attribute updates -----------------------------------------------------

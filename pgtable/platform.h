@@ -60,6 +60,11 @@ class Platform {
   /// that completes the invalidation; callers order the descriptor write
   /// before it with barrier(kDsbIshst).
   virtual void tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) = 0;
+  /// `n` invalidations of one kind (addresses and levels per entry), complete
+  /// on return. Implementations may issue them back to back and complete
+  /// them together: one DSB, and for stage 2 one stage-1 flush of the VMID
+  /// after all the by-IPA ones.
+  virtual void tlbi_batch(TlbiKind kind, u32 vmid, const u64* addrs, const u32* levels, u32 n) = 0;
   /// A memory barrier.
   virtual void barrier(Barrier b) = 0;
   /// Observation hook: called after every descriptor store or successful CAS

@@ -213,6 +213,24 @@ TEST_F(RecycleTest, MmioMappingsGoFirst) {
   EXPECT_EQ(env.mp.host_stage2_idmap(O), -kEAGAIN);
 }
 
+// More separate MMIO runs than recycle notes in one scan (32): the rest of
+// the gap goes as one run, and every MMIO mapping is still dropped.
+TEST_F(RecycleTest, MoreMmioRunsThanNotedAllGo) {
+  // The gap after the 2 MiB region at 0x180000000, every other 2 MiB.
+  constexpr u64 kGiB = 0x180000000, kStride = 0x400000;
+  for (u64 i = 1; i <= 40; ++i) {
+    ASSERT_EQ(env.mp.host_stage2_idmap(kGiB + i * kStride), 0) << i;
+    ASSERT_TRUE(mapped(kGiB + i * kStride));
+  }
+  leave_free(4);
+  EXPECT_EQ(env.mp.host_share_hyp(Q >> desc::kPageShift, 1), 0);
+  EXPECT_EQ(env.mp.stats().recycles, 1u);
+  for (u64 i = 1; i <= 40; ++i) EXPECT_FALSE(mapped(kGiB + i * kStride)) << i;
+  EXPECT_FALSE(mapped(kM));
+  EXPECT_FALSE(mapped(0xc0000000));
+  expect_states_kept();
+}
+
 // With 3 free, MMIO gives one page and the first host-owned memory mapping
 // (O) the other; O2 is not needed and stays.
 TEST_F(RecycleTest, ThenHostOwnedMemoryMappingsOnlyAsFarAsNeeded) {

@@ -148,9 +148,11 @@ void BbmChecker::rollback(const Checkpoint& c) {
   teardown_ = c.teardown;
   local_seq_ = c.local_seq;
   last_dsb_ = c.last_dsb;
-  slots_ = c.slots;
-  pages_ = c.pages;
-  unlinked_ = c.unlinked;
+  // Fresh copies, not copy-assignment: the maps would keep their grown
+  // bucket arrays and iterate in another order than after a fresh boot.
+  slots_ = decltype(slots_)(c.slots);
+  pages_ = decltype(pages_)(c.pages);
+  unlinked_ = decltype(unlinked_)(c.unlinked);
   pending_ = c.pending;
   violations_ = c.violations;
 }

@@ -161,6 +161,11 @@ class SimPlatform : public Platform {
   void icache_inval_pou(PhysAddr pa, u64 size) override;
   /// Recorded and counted.
   void tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) override;
+  /// One kTlbi event per entry, in order (what the hardware must invalidate;
+  /// when it completes is the implementation's concern).
+  void tlbi_batch(TlbiKind kind, u32 vmid, const u64* addrs, const u32* levels, u32 n) override {
+    for (u32 i = 0; i < n; ++i) tlbi(kind, vmid, addrs[i], levels[i]);
+  }
   /// Recorded and counted; also issues a host fence so barriers stay barriers.
   void barrier(Barrier b) override;
   /// Recorded (with the descriptor's physical address) and counted.

@@ -24,7 +24,8 @@ export PATH=/bin:/sbin
 echo 1 > /proc/sys/kernel/printk
 arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 ok() { echo "PKVMTEST: ok $1"; }
-bad() { echo "PKVMTEST: FAIL $1: $2"; }
+# A failing case also shows the end of the kernel log (kept off the console).
+bad() { echo "PKVMTEST: FAIL $1: $2"; dmesg | tail -15 | sed 's/^/    dmesg: /'; }
 # check NAME CMD...: the command must exit 0 (its output is shown indented).
 check() {
   n=$1; shift
