@@ -15,7 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 rounds=${BENCH_ROUNDS:-5}
 out=out/bench/qemu; mkdir -p "$out"
-raw=$out/raw.tsv; : > "$raw"
+raw=$out/raw.tsv; : > "$raw"; : > "$out/aborts.tsv"
 # shellcheck disable=SC1091
 source out/arm64.env
 img_d=out/nvhe/pkvm-linux.img
@@ -29,7 +29,7 @@ run() {  # run CFG CPUS ROUND
     B) machine=virt,virtualization=on,gic-version=3; kernel=$PKVM_IMAGE; append=$common ;;
     C) machine=virt,virtualization=on,gic-version=3; kernel=$PKVM_IMAGE; append="$common kvm-arm.mode=protected" ;;
     D) machine=virt,virtualization=on,gic-version=3; kernel=$img_d; append="$common pkvm.test_exit pkvmbench=hyp" ;;
-    E) machine=virt,virtualization=on,gic-version=3; kernel=$img_d; append="$common pkvm.test_exit pkvm.exclusive_aborts" ;;
+    E) machine=virt,virtualization=on,gic-version=3; kernel=$img_d; append="$common pkvm.test_exit pkvm.exclusive_aborts pkvmbench=counts" ;;
   esac
   timeout --kill-after=5 300 qemu-system-aarch64 -M "$machine" -cpu cortex-a72 -smp "$cpus" -m 1G -nic none \
     -nographic -monitor none -serial stdio -no-reboot -semihosting-config enable=on,target=native \
@@ -44,6 +44,9 @@ run() {  # run CFG CPUS ROUND
   tr -d '\r' < "$log" | sed -n 's/^PKVMBENCH op="\([^"]*\)".* median=\([0-9]*\).* freq=\([0-9]*\).*/\1\t\2\t\3/p' |
     awk -F'\t' -v c="$cfg" -v n="$cpus" -v r="$round" '{ gsub(/[^A-Za-z0-9]+/, "_", $1); printf "%s\t%s\t%s\thyp_%s\t%.9f\n", c, n, r, $1, $2 / $3 }' >> "$raw"
   [[ $cfg == D ]] && tr -d '\r' < "$log" | grep '^\[pkvm\] stats:' | tail -1 > "$out/D-$cpus-stats.txt"
+  # Host stage-2 aborts per workload (D and E): differences of the running total.
+  [[ $cfg == D || $cfg == E ]] && tr -d '\r' < "$log" |
+    awk -v c="$cfg" -v n="$cpus" -v r="$round" '$1 == "BENCHABORTS:" { if (prev != "") print c "\t" n "\t" r "\t" $2 "\t" $3 - prev; prev = $3 }' >> "$out/aborts.tsv"
   return 0
 }
 
@@ -92,6 +95,12 @@ summary=$out/summary.txt
   for cpus in 1 2; do
     [[ -f $out/D-$cpus-stats.txt ]] && echo "D, $cpus CPU(s), last round: $(cat "$out/D-$cpus-stats.txt")"
   done
+  # Median host stage-2 aborts per workload over the rounds.
+  if [[ -s $out/aborts.tsv ]]; then
+    sort -t$'\t' -k1,1 -k2,2n -k4,4 -k5,5n "$out/aborts.tsv" | awk -F'\t' '
+      { k = $1 ", " $2 " CPU(s)\t" $4; v[k, ++n[k]] = $5; keys[k] = 1 }
+      END { for (k in keys) { c = n[k]; split(k, p, "\t"); printf "%s host stage-2 aborts during %s: %d (median of %d)\n", p[1], p[2], v[k, int((c + 1) / 2)], c } }' | sort
+  fi
   [[ $fails -ne 0 ]] && echo "WARNING: $fails boot(s) failed; see $out/*.log"
 } | tee "$summary"
 [[ $fails -eq 0 ]]
