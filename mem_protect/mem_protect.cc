@@ -171,9 +171,6 @@ struct MemProtect::Impl {
     bool counted[kLastLevel + 1] = {};
   };
 
-  // Drops host mappings that the abort path can rebuild, MMIO first, then
-  // plain host-owned memory mappings, until `need` pages are free. Share
-  // states and annotations are never touched.
   // stage2_unmap of [start, end), skipping what is empty: the MMIO gaps span
   // nearly all of the input range and are mostly unmapped, and one walk over
   // them would visit every entry. First the root and the tables below it are
@@ -230,6 +227,9 @@ struct MemProtect::Impl {
     return any;
   }
 
+  // Drops host mappings that the abort path can rebuild, MMIO first, then
+  // plain host-owned memory mappings, until `need` pages are free. Share
+  // states and annotations are never touched.
   static void recycle(MemProtect& mp, u64 need) {
     Platform* p = mp.cfg_.platform;
     count(&mp.cpu_stats().recycles);

@@ -88,13 +88,11 @@ void El2Platform::tlbi_batch(TlbiKind kind, u32 vmid, const u64* addrs, const u3
   if (n == 0) return;
   __atomic_fetch_add(&tlbis_, n, __ATOMIC_RELAXED);
   if (kind == TlbiKind::kEl2Va || kind == TlbiKind::kEl2All) {
-    // Issued back to back, completed together.
-    for (u32 i = 0; i < n; ++i) {
-      if (kind == TlbiKind::kEl2Va)
-        asm volatile("tlbi vae2is, %0" ::"r"(addrs[i] >> desc::kPageShift) : "memory");
-      else
-        asm volatile("tlbi alle2is" ::: "memory");
-    }
+    // By VA: issued back to back, completed together. All: once covers any n.
+    if (kind == TlbiKind::kEl2All)
+      asm volatile("tlbi alle2is" ::: "memory");
+    else
+      for (u32 i = 0; i < n; ++i) asm volatile("tlbi vae2is, %0" ::"r"(addrs[i] >> desc::kPageShift) : "memory");
     arch::dsb_ish();
     arch::isb();
     return;

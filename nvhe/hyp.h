@@ -71,7 +71,6 @@ static_assert(kMaxCpus >= fdt::kMaxCpus, "a per-CPU slot for every CPU the DTB r
 extern Hyp g_hyp;
 extern "C" BootParams el2_boot_params;
 
-
 /// Programs stage 2, traps and the EL1 state Linux expects on this CPU.
 void cpu_enter_host_state();
 /// Prints the one-line statistics summary.

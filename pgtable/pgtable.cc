@@ -435,7 +435,8 @@ struct Pgtable::Internal {
   // LOCKED break; the TLBs may keep the old translation only until the
   // invalidation at the end of the walk, which completes before the unmap
   // returns. One DSB then covers every cleared leaf; up to kDeferredTlbis
-  // leaves get one TLBI each, more get one table-wide invalidation (the
+  // leaves are invalidated by address as one batch (Platform::tlbi_batch:
+  // issued together, completed once), more by one table-wide invalidation (the
   // range-versus-all trade Linux makes at 512 entries; the hypervisor's and
   // the host's working sets are small, so the cut is lower here).
   static constexpr u32 kDeferredTlbis = 32;

@@ -428,9 +428,8 @@ void SimPlatform::record(Event e) {
 
 void SimCpu::relax() { std::this_thread::yield(); }
 
-
 void SimPlatform::dcache_clean_inval_poc(PhysAddr pa, u64 size) {
-  bump(&SimCounters::dcache_ops);
+  bump(&mine().dcache_ops);
   Event e;
   e.type = EventType::kDcacheCleanInvalPoc;
   e.addr = pa.value();
@@ -439,7 +438,7 @@ void SimPlatform::dcache_clean_inval_poc(PhysAddr pa, u64 size) {
 }
 
 void SimPlatform::icache_inval_pou(PhysAddr pa, u64 size) {
-  bump(&SimCounters::icache_ops);
+  bump(&mine().icache_ops);
   Event e;
   e.type = EventType::kIcacheInvalPou;
   e.addr = pa.value();
@@ -448,7 +447,7 @@ void SimPlatform::icache_inval_pou(PhysAddr pa, u64 size) {
 }
 
 void SimPlatform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
-  __atomic_fetch_add(&counters_.cpu(thread_cpu()).tlbis[u32(kind)], 1, __ATOMIC_RELAXED);
+  bump(&mine().tlbis[u32(kind)]);
   Event e;
   e.type = EventType::kTlbi;
   e.tlbi = kind;
@@ -459,7 +458,7 @@ void SimPlatform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
 }
 
 void SimPlatform::barrier(Barrier b) {
-  __atomic_fetch_add(&counters_.cpu(thread_cpu()).barriers[u32(b)], 1, __ATOMIC_RELAXED);
+  bump(&mine().barriers[u32(b)]);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   Event e;
   e.type = EventType::kBarrier;
@@ -468,7 +467,7 @@ void SimPlatform::barrier(Barrier b) {
 }
 
 void SimPlatform::pte_written(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level, u32 vmid) {
-  bump(&SimCounters::pte_writes);
+  bump(&mine().pte_writes);
   if (!recording_.load(std::memory_order_relaxed) && observer_count_.load(std::memory_order_acquire) == 0)
     return;  // skip the translation too: benchmarks call this on every store
   Event e;

@@ -106,7 +106,6 @@ class EventObserver {
   ~EventObserver() = default;
 };
 
-/// The host platform: simulated physical memory, allocator and recorder.
 /// Event counters, kept per CPU by SimPlatform.
 struct SimCounters {
   u64 tlbis[5];
@@ -114,6 +113,7 @@ struct SimCounters {
   u64 pte_writes, dcache_ops, icache_ops;
 };
 
+/// The host platform: simulated physical memory, allocator and recorder.
 class SimPlatform : public Platform {
  public:
   static constexpr u64 kDefaultBase = 0x40000000;
@@ -340,9 +340,9 @@ class SimPlatform : public Platform {
   u64 next_seq_ = 1;
   // Per CPU (thread): concurrent walkers would otherwise share one line.
   PerCpuCounters<SimCounters> counters_;
-  void bump(u64 SimCounters::*field) {
-    __atomic_fetch_add(&(counters_.cpu(thread_cpu()).*field), 1, __ATOMIC_RELAXED);
-  }
+  // The calling thread's counters; bumped with relaxed atomics.
+  SimCounters& mine() { return counters_.cpu(thread_cpu()); }
+  static void bump(u64* counter) { __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED); }
 };
 
 /// Host threads as CPUs for PerCpuRwLock: SimPlatform's numbering.
