@@ -629,8 +629,13 @@ TEST(World, ResetEqualsFreshBoot) {
     EXPECT_EQ(used.plat().pages_in_use(), fresh.plat().pages_in_use());
     EXPECT_EQ(used.plat().alloc_count(), fresh.plat().alloc_count());
     EXPECT_EQ(used.plat().tlbi_count(), fresh.plat().tlbi_count());
-    MemProtectStats su = used.mp().stats(), sf = fresh.mp().stats();
-    EXPECT_EQ(0, memcmp(&su, &sf, sizeof(MemProtectStats)));
+    // MemProtectStats is all u64 counters: compare them one by one.
+    auto expect_same_stats = [&] {
+      const MemProtectStats su = used.mp().stats(), sf = fresh.mp().stats();
+      for (size_t i = 0; i < sizeof(su) / sizeof(u64); ++i)
+        EXPECT_EQ(reinterpret_cast<const u64*>(&su)[i], reinterpret_cast<const u64*>(&sf)[i]) << "word " << i;
+    };
+    expect_same_stats();
     EXPECT_EQ(used.bbm()->violations(), fresh.bbm()->violations());
     EXPECT_EQ(used.bbm()->pending(), 0u);
     EXPECT_EQ(check(used), "");
@@ -649,10 +654,7 @@ TEST(World, ResetEqualsFreshBoot) {
     EXPECT_EQ(e1, "");
     EXPECT_EQ(e2, "");
     EXPECT_EQ(pool_image(used), pool_image(fresh));
-    su = used.mp().stats();
-    sf = fresh.mp().stats();
-    for (size_t i = 0; i < sizeof(su) / 8; ++i)
-      EXPECT_EQ(reinterpret_cast<const u64*>(&su)[i], reinterpret_cast<const u64*>(&sf)[i]) << "word " << i;
+    expect_same_stats();
   }
 }
 
