@@ -80,20 +80,55 @@ struct MemProtect::Impl {
     return is_valid(pte) ? state_of_leaf(pte) : PageState::kNoPage;
   }
 
-  // 0 when every page of [addr, addr + size) in `pgt` is in state `want`
-  // (host semantics when `host`), else -EPERM.
-  static int check_state(Pgtable& pgt, bool host, u64 addr, u64 size, PageState want) {
+  // 0 when every page of [addr, addr + size) in the guest stage 2 `pgt` is
+  // in state `want`, else -EPERM.
+  static int check_state(Pgtable& pgt, u64 addr, u64 size, PageState want) {
     return for_each_leaf(pgt, addr, size, [&](const VisitCtx& ctx) -> int {
-      const PageState s = host ? host_state_of(ctx.old) : mapped_state_of(ctx.old);
-      return s == want ? 0 : -kEPERM;
+      return mapped_state_of(ctx.old) == want ? 0 : -kEPERM;
     });
   }
 
-  // 0 when every host entry of the range is annotated with `owner`.
+  // The metadata of pages [addr, addr + size), or nullptr when any of them
+  // has none (never for a validated range; refused rather than trusted).
+  static PageMeta* meta_of(MemProtect& mp, u64 addr, u64 size) {
+    PageMeta* first = mp.meta(addr >> kPageShift);
+    if (!first || !size || mp.meta((addr + size - 1) >> kPageShift) == nullptr) return nullptr;
+    return first;
+  }
+
+  // 0 when `ok(meta)` holds for every page of [addr, addr + size), else
+  // -EPERM: the checks of the host's and the hypervisor's side read the
+  // metadata that mirrors their tables (PageMeta), one array scan.
+  template <typename Ok>
+  static int check_meta(MemProtect& mp, u64 addr, u64 size, Ok ok) {
+    const PageMeta* m = meta_of(mp, addr, size);
+    if (!m) return -kEPERM;
+    for (u64 i = 0; i < size >> kPageShift; ++i)
+      if (!ok(m[i])) return -kEPERM;
+    return 0;
+  }
+
+  static int check_host(MemProtect& mp, u64 addr, u64 size, PageState want) {
+    return check_meta(mp, addr, size, [want](const PageMeta& m) { return meta_host_state(m) == want; });
+  }
+
+  static int check_hyp(MemProtect& mp, u64 addr, u64 size, PageState want) {
+    return check_meta(mp, addr, size, [want](const PageMeta& m) { return meta_hyp_state(m) == want; });
+  }
+
+  // 0 when every page of the range is annotated with `owner` in the host stage 2.
   static int check_host_owner(MemProtect& mp, u64 addr, u64 size, u32 owner) {
-    return for_each_leaf(mp.host_, addr, size, [&](const VisitCtx& ctx) -> int {
-      return !is_valid(ctx.old) && !is_locked(ctx.old) && desc::owner(ctx.old) == owner ? 0 : -kEPERM;
+    return check_meta(mp, addr, size, [owner](const PageMeta& m) {
+      return meta_host_state(m) == PageState::kNoPage && m.owner == owner;
     });
+  }
+
+  // Mirrors a committed host or hyp state into the metadata of the range.
+  template <typename Set>
+  static void set_meta(MemProtect& mp, u64 addr, u64 size, Set set) {
+    PageMeta* m = meta_of(mp, addr, size);
+    if (!m) return commit(mp, -kEINVAL);
+    for (u64 i = 0; i < size >> kPageShift; ++i) set(m[i]);
   }
 
   // --- Argument validation --------------------------------------------------
@@ -280,19 +315,39 @@ struct MemProtect::Impl {
 
   // --- Commit helpers -----------------------------------------------------------
 
+  // Each helper writes the table and then mirrors the state into PageMeta.
+
   static void host_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
     commit(mp, mp.host_.stage2_map(Ipa(addr), size, PhysAddr(addr), kHostMemProt | state_prot(s), kHostMapFlags));
+    set_meta(mp, addr, size, [s](PageMeta& m) {
+      m.host_state = u8(s);
+      m.owner = kOwnerHost;
+    });
   }
 
   static void host_set_owner(MemProtect& mp, u64 addr, u64 size, u32 owner) {
     commit(mp, mp.host_.stage2_set_owner(Ipa(addr), size, owner));
+    // Annotated with the host itself: an empty entry, a page the host owns.
+    const PageState s = owner == kOwnerHost ? PageState::kOwned : PageState::kNoPage;
+    set_meta(mp, addr, size, [s, owner](PageMeta& m) {
+      m.host_state = u8(s);
+      m.owner = u8(owner);
+    });
+  }
+
+  static void set_hyp_meta(MemProtect& mp, u64 addr, u64 size, PageState s) {
+    set_meta(mp, addr, size, [s](PageMeta& m) { m.hyp_state_inv = u8(~u8(s) & 3); });
   }
 
   static void hyp_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
     commit(mp, mp.hyp_.hyp_map(Va(addr), size, PhysAddr(addr), kProtRW | state_prot(s), kMapSkipDcache | kMapSkipIcache));
+    set_hyp_meta(mp, addr, size, s);
   }
 
-  static void hyp_unmap(MemProtect& mp, u64 addr, u64 size) { commit(mp, mp.hyp_.hyp_unmap(Va(addr), size)); }
+  static void hyp_unmap(MemProtect& mp, u64 addr, u64 size) {
+    commit(mp, mp.hyp_.hyp_unmap(Va(addr), size));
+    set_hyp_meta(mp, addr, size, PageState::kNoPage);
+  }
 
   static int record(MemProtect& mp, Transition t, int ret) {
     count(ret >= 0 ? &mp.cpu_stats().ok[u32(t)] : &mp.cpu_stats().failed[u32(t)]);
@@ -414,7 +469,7 @@ struct MemProtect::Impl {
     const u64 addr = pfn << kPageShift, size = nr << kPageShift;
     Exclusive h(mp.cfg_.host_lock);
     Exclusive y(mp.cfg_.hyp_lock);
-    ret = check_state(mp.hyp_, false, addr, size, PageState::kSharedBorrowed);
+    ret = check_hyp(mp, addr, size, PageState::kSharedBorrowed);
     for (u64 p = pfn; !ret && p < pfn + nr; ++p)
       if (mp.meta(p)->pin_count == stop) ret = err;
     if (!ret)
@@ -437,8 +492,8 @@ struct MemProtect::Impl {
     const u64 addr = pfn << kPageShift, size = nr << kPageShift, ipa = gfn << kPageShift;
     Exclusive h(mp.cfg_.host_lock);
     Exclusive gl(guest_lock(mp, guest));
-    ret = check_state(mp.host_, true, addr, size, PageState::kOwned);
-    if (!ret) ret = check_state(g->pgt, false, ipa, size, PageState::kNoPage);
+    ret = check_host(mp, addr, size, PageState::kOwned);
+    if (!ret) ret = check_state(g->pgt, ipa, size, PageState::kNoPage);
     if (!ret)
       ret = reserve(mp, tables_for(mp.host_, addr, size, addr, host_annotates) +
                             tables_for(g->pgt, ipa, size, addr, false));
@@ -495,7 +550,7 @@ struct MemProtect::Impl {
     if (!is_valid(pte) && pte) d.owner = u8(desc::owner(pte));
     if (is_valid(pte) && state_of_leaf(pte) == PageState::kSharedBorrowed) {
       PageMeta* m = mp.meta(pfn);
-      d.owner = m ? m->reserved : 0xff;  // the lender, recorded at share time
+      d.owner = m ? m->lender : 0xff;  // recorded at share time
     }
     return d;
   }
@@ -508,7 +563,7 @@ struct MemProtect::Impl {
 
   static void set_lender(MemProtect& mp, u64 addr, u64 size, u32 owner) {
     for (u64 pfn = addr >> kPageShift; pfn < (addr + size) >> kPageShift; ++pfn)
-      if (PageMeta* m = mp.meta(pfn)) m->reserved = u8(owner);
+      if (PageMeta* m = mp.meta(pfn)) m->lender = u8(owner);
   }
 };
 
@@ -543,8 +598,8 @@ int MemProtect::hyp_reserve(u64 pfn, u64 nr) {
   if (!cfg_.memmap->in_one_region(addr, size, nullptr)) return -kEINVAL;
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
-  int ret = I::check_state(host_, true, addr, size, PageState::kOwned);
-  if (!ret) ret = I::check_state(hyp_, false, addr, size, PageState::kNoPage);
+  int ret = I::check_host(*this, addr, size, PageState::kOwned);
+  if (!ret) ret = I::check_hyp(*this, addr, size, PageState::kNoPage);
   if (ret) return ret;
   ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, false));
   if (ret) return ret;
@@ -598,8 +653,8 @@ int MemProtect::host_share_hyp(u64 pfn, u64 nr) {
   const u64 addr = pfn << kPageShift, size = nr << kPageShift;
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
-  ret = I::check_state(host_, true, addr, size, PageState::kOwned);
-  if (!ret) ret = I::check_state(hyp_, false, addr, size, PageState::kNoPage);
+  ret = I::check_host(*this, addr, size, PageState::kOwned);
+  if (!ret) ret = I::check_hyp(*this, addr, size, PageState::kNoPage);
   if (!ret)
     ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, false) + I::tables_for(hyp_, addr, size, addr, false));
   if (!ret) {
@@ -615,8 +670,8 @@ int MemProtect::host_unshare_hyp(u64 pfn, u64 nr) {
   const u64 addr = pfn << kPageShift, size = nr << kPageShift;
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
-  ret = I::check_state(host_, true, addr, size, PageState::kSharedOwned);
-  if (!ret) ret = I::check_state(hyp_, false, addr, size, PageState::kSharedBorrowed);
+  ret = I::check_host(*this, addr, size, PageState::kSharedOwned);
+  if (!ret) ret = I::check_hyp(*this, addr, size, PageState::kSharedBorrowed);
   for (u64 p = pfn; !ret && p < pfn + nr; ++p)
     if (meta(p)->pin_count) ret = -kEBUSY;
   if (!ret)
@@ -635,8 +690,8 @@ int MemProtect::host_donate_hyp(u64 pfn, u64 nr) {
   const u64 addr = pfn << kPageShift, size = nr << kPageShift;
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
-  ret = I::check_state(host_, true, addr, size, PageState::kOwned);
-  if (!ret) ret = I::check_state(hyp_, false, addr, size, PageState::kNoPage);
+  ret = I::check_host(*this, addr, size, PageState::kOwned);
+  if (!ret) ret = I::check_hyp(*this, addr, size, PageState::kNoPage);
   if (!ret)
     ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, false));
   if (!ret) {
@@ -653,7 +708,7 @@ int MemProtect::hyp_donate_host(u64 pfn, u64 nr) {
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
   ret = I::check_host_owner(*this, addr, size, kOwnerHyp);
-  if (!ret) ret = I::check_state(hyp_, false, addr, size, PageState::kOwned);
+  if (!ret) ret = I::check_hyp(*this, addr, size, PageState::kOwned);
   for (u64 p = pfn; !ret && p < pfn + nr; ++p)
     if (meta(p)->flags & kMetaHypInternal) ret = -kEPERM;  // the hypervisor's own memory
   if (!ret)
@@ -694,7 +749,7 @@ int MemProtect::host_unshare_guest(u32 guest, u64 gfn, u64 nr) {
     const Range r = clip(ctx);
     const u64 pa = leaf_pa(ctx, r);
     hb.add(pa, r.size(), pa, false);
-    return I::check_state(host_, true, pa, r.size(), PageState::kSharedOwned);
+    return I::check_host(*this, pa, r.size(), PageState::kSharedOwned);
   });
   if (!ret) ret = I::reserve(*this, guest_need + hb.total);
   if (!ret) {
@@ -732,7 +787,7 @@ int MemProtect::guest_share_host(u32 guest, u64 gfn, u64 nr) {
 int MemProtect::guest_unshare_host(u32 guest, u64 gfn, u64 nr) {
   return I::guest_host_transition(
       *this, Transition::kGuestUnshareHost, guest, gfn, nr, PageState::kSharedOwned, PageState::kOwned, true,
-      [&](u64 pa, u64 size) { return I::check_state(host_, true, pa, size, PageState::kSharedBorrowed); },
+      [&](u64 pa, u64 size) { return I::check_host(*this, pa, size, PageState::kSharedBorrowed); },
       [&](u64 pa, u64 size) {
         I::host_set_owner(*this, pa, size, guest);
         I::set_lender(*this, pa, size, 0);

@@ -67,12 +67,29 @@ enum class Transition : u8 {
   kCount,
 };
 
-/// Per-page metadata the hypervisor keeps for every page of memory.
+/// Per-page metadata the hypervisor keeps for every page of memory. Besides
+/// pins and flags it mirrors, per page, the state the host stage 2 and the
+/// hyp stage 1 encode, so a transition checks a range with one array scan
+/// instead of a table walk per side (upstream pKVM keeps the host state in
+/// its hyp_vmemmap for the same reason). The tables stay the authority the
+/// hardware uses; every commit helper updates both under the same locks,
+/// and the invariant checker compares the two page by page. Zeroed memory is
+/// the boot state: host OWNED, hypervisor NOPAGE.
 struct PageMeta {
   u16 pin_count;  ///< Pins by the hypervisor of a page the host shared with it.
   u8 flags;       ///< PageMetaFlags.
-  u8 reserved;
+  u8 lender;      ///< Owner that lent a SHARED_BORROWED host page (dumps).
+  u8 host_state;  ///< PageState the host stage 2 encodes (0 = OWNED).
+  u8 owner;       ///< Owner id annotated while the host state is NOPAGE.
+  u8 hyp_state_inv;  ///< PageState of the hyp stage 1, complemented (0 = NOPAGE).
+  u8 pad;
 };
+static_assert(sizeof(PageMeta) == 8);
+/// The host's state of a page, from its metadata.
+constexpr PageState meta_host_state(const PageMeta& m) { return PageState(m.host_state); }
+/// The hypervisor's state of a page, from its metadata.
+constexpr PageState meta_hyp_state(const PageMeta& m) { return PageState(~m.hyp_state_inv & 3); }
+static_assert(meta_hyp_state(PageMeta{}) == PageState::kNoPage && meta_host_state(PageMeta{}) == PageState::kOwned);
 enum PageMetaFlags : u8 {
   /// The hypervisor's own memory (image, stacks, pools): never given away.
   kMetaHypInternal = 1u << 0,

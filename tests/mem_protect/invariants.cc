@@ -329,6 +329,13 @@ void check_pages(World& w, u64 lo, u64 hi, Problems* out) {
       out->add(fmt("metadata: pin count %u, hyp-internal %d; model ", meta->pin_count,
                    bool(meta->flags & kMetaHypInternal)) +
                m.describe_page(pfn));
+    // The state mirror the transitions check against (PageMeta).
+    const PageState hs = Model::host_view(p);
+    if (meta_host_state(*meta) != hs || (hs == PageState::kNoPage && meta->owner != p.owner) ||
+        meta_hyp_state(*meta) != Model::hyp_view(p))
+      out->add(fmt("metadata: host %s (owner %u), hyp %s; model ", state_name(meta_host_state(*meta)), meta->owner,
+                   state_name(meta_hyp_state(*meta))) +
+               m.describe_page(pfn));
   }
 }
 

@@ -314,6 +314,30 @@ TEST(Invariants, DetectsABlockCoveringAnotherOwnersPage) {
   EXPECT_NE(p.str().find("must be annotated"), std::string::npos) << p.str();
 }
 
+// The metadata mirror of each side's state is what transitions check:
+// a mirror that disagrees with the tables (and the model) must be caught.
+TEST(Invariants, DetectsAStaleStateMirror) {
+  for (int field = 0; field < 3; ++field) {
+    World w;
+    ASSERT_EQ(w.mp().host_share_hyp(kH, 1), 0);
+    ASSERT_EQ(w.model().apply(op(OpKind::kHostShareHyp, kH, 1)), 0);
+    Problems clean;
+    check_pages(w, kH, kH + 1, &clean);
+    ASSERT_TRUE(clean.ok()) << clean.str();
+    PageMeta* m = w.mp().meta(kH);
+    ASSERT_NE(m, nullptr);
+    if (field == 0) m->host_state = u8(PageState::kOwned);
+    if (field == 1) m->hyp_state_inv = 0;  // NOPAGE
+    if (field == 2) {
+      m->host_state = u8(PageState::kNoPage);
+      m->owner = kOwnerHyp;
+    }
+    Problems p;
+    check_pages(w, kH, kH + 1, &p);
+    EXPECT_NE(p.str().find("metadata: host"), std::string::npos) << field << ": " << p.str();
+  }
+}
+
 TEST(Invariants, DetectsAnExtraHypMapping) {
   World w;
   ASSERT_EQ(w.mp().hyp_pgt().hyp_map(Va(kH << 12), kPage, PhysAddr(kH << 12), kProtRW), 0);

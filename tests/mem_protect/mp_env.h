@@ -245,9 +245,11 @@ inline std::string snapshot(Env& e, SnapOpts o = {}) {
   s += "meta:\n";
   for (u64 i = 0; i < e.meta.size(); ++i) {
     const PageMeta& m = e.meta[i];
-    if (m.pin_count || m.flags || m.reserved)
+    if (m.pin_count || m.flags || m.lender || m.host_state || m.owner || m.hyp_state_inv)
       s += "  pfn " + hex(e.meta_base + i) + " pins " + std::to_string(m.pin_count) + " flags " +
-           std::to_string(m.flags) + " lender " + std::to_string(m.reserved) + "\n";
+           std::to_string(m.flags) + " lender " + std::to_string(m.lender) + " host " +
+           std::to_string(m.host_state) + " owner " + std::to_string(m.owner) + " hyp~ " +
+           std::to_string(m.hyp_state_inv) + "\n";
   }
   if (o.data) {
     u64 h = 1469598103934665603ull;
