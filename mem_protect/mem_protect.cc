@@ -402,6 +402,18 @@ struct MemProtect::Impl {
   // Whether every page of `b` is the host's alone and mapped (or mappable)
   // as plain memory, and whether the entry for `b` at `level` is a table.
   static Uniform uniform(MemProtect& mp, const Range& b, u32 level) {
+    if (level == kLastLevel - 1) {
+      // 2 MiB: the metadata says it in one scan of 512 entries. A page the
+      // host owns is empty or mapped as plain memory (the abort path and
+      // host_map_state map nothing else; the invariant checker holds the
+      // tables to it), so OWNED everywhere is uniform; then one lookup says
+      // whether a table sits at this level.
+      if (check_host(mp, b.start, b.size(), PageState::kOwned)) return Uniform::kNo;
+      u64 pte = 0;
+      u32 leaf_level = 0;
+      if (mp.host_.get_leaf(b.start, &pte, &leaf_level)) return Uniform::kNo;
+      return leaf_level > level ? Uniform::kTable : Uniform::kMapped;
+    }
     bool table = true;
     const int ret = for_each_leaf(mp.host_, b.start, b.size(), [&](const VisitCtx& ctx) -> int {
       if (ctx.level <= level) table = false;  // already one block (or empty entry) at this level

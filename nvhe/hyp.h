@@ -48,8 +48,8 @@ struct Hyp {
   El2Platform platform;
   MemProtect mp;
   PerCpuRwLock<El2Cpu> host_lock;  // shared by concurrent host aborts
-  SpinRwLock hyp_lock;
-  SpinRwLock guest_locks[kMaxGuests];
+  SpinRwLock<El2Cpu> hyp_lock;
+  SpinRwLock<El2Cpu> guest_locks[kMaxGuests];
   u32 nr_cpus;
   CpuState cpus[fdt::kMaxCpus];
   u64 linux_entry;

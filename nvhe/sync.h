@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// EL2 locks: a test-and-set spinlock and a reader/writer spinlock that
-// implements pgtable's RwLock. Acquire/release atomics; no heap.
+// EL2 locks: a test-and-set spinlock, and the CPU identity the shared
+// reader/writer locks of pgtable/percpu.h need. Acquire/release atomics; no heap.
 #pragma once
 
 #include "pgtable/percpu.h"
@@ -48,31 +48,6 @@ class SpinGuard {
 
  private:
   SpinLock& l_;
-};
-
-/// Reader/writer spinlock: the top bit is the writer, the rest counts readers.
-/// Writers wait for readers to drain; new readers wait while a writer holds it.
-class SpinRwLock final : public RwLock {
- public:
-  void lock() override {
-    for (;;) {
-      u32 expect = 0;
-      if (__atomic_compare_exchange_n(&v_, &expect, kWriter, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
-    }
-  }
-  void unlock() override { __atomic_store_n(&v_, 0u, __ATOMIC_RELEASE); }
-  void lock_shared() override {
-    for (;;) {
-      u32 cur = __atomic_load_n(&v_, __ATOMIC_RELAXED);
-      if (cur & kWriter) continue;
-      if (__atomic_compare_exchange_n(&v_, &cur, cur + 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
-    }
-  }
-  void unlock_shared() override { __atomic_fetch_sub(&v_, 1u, __ATOMIC_RELEASE); }
-
- private:
-  static constexpr u32 kWriter = 1u << 31;
-  u32 v_ = 0;
 };
 
 }  // namespace pkvm

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Per-CPU building blocks that keep concurrent host aborts off each other's
-// cache lines: counters summed on read, and a reader/writer lock whose
-// readers touch only their own CPU's slot. Freestanding (EL2 and host).
+// The locks and per-CPU building blocks of the hypervisor: counters summed
+// on read, a reader/writer lock whose readers touch only their own CPU's slot
+// (concurrent host aborts stay off each other's cache lines), and a one-word
+// reader/writer spinlock for the locks that are only ever taken exclusively
+// in practice. Freestanding (EL2 and host).
 #pragma once
 
 #include "pgtable/platform.h"
@@ -110,6 +112,39 @@ class PerCpuRwLock final : public RwLock {
   Slot readers_[kMaxCpus] = {};
   alignas(kCacheLine) u32 writer_ = 0;
   u32 waiting_ = 0;  // readers that found a writer and have not got in yet
+};
+
+/// Reader/writer spinlock in one word: the top bit is the writer, the rest
+/// counts readers. A writer waits for readers to drain; new readers wait
+/// while a writer holds it. One uncontended atomic per acquisition, which is
+/// what the hypervisor and guest locks want: transitions take them
+/// exclusively, and nothing takes them shared on a hot path. `Cpu` supplies
+/// `static void relax()` (spin-wait hint).
+template <typename Cpu>
+class SpinRwLock final : public RwLock {
+ public:
+  void lock() override {
+    for (;;) {
+      u32 expect = 0;
+      if (__atomic_compare_exchange_n(&v_, &expect, kWriter, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+      Cpu::relax();
+    }
+  }
+  void unlock() override { __atomic_store_n(&v_, 0u, __ATOMIC_RELEASE); }
+  void lock_shared() override {
+    for (;;) {
+      u32 cur = __atomic_load_n(&v_, __ATOMIC_RELAXED);
+      if (!(cur & kWriter) &&
+          __atomic_compare_exchange_n(&v_, &cur, cur + 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return;
+      Cpu::relax();
+    }
+  }
+  void unlock_shared() override { __atomic_fetch_sub(&v_, 1u, __ATOMIC_RELEASE); }
+
+ private:
+  static constexpr u32 kWriter = 1u << 31;
+  u32 v_ = 0;
 };
 
 }  // namespace pkvm

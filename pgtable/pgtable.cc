@@ -103,6 +103,60 @@ struct Pgtable::Internal {
     return 0;
   }
 
+  // A walk of one page without TABLE_PRE visits (most walks: a fault, a
+  // one-page transition, a lookup), iteratively: one entry per level on the
+  // way down, the leaf, then TABLE_POST on the way up. The visits, their
+  // order, their contexts and the retry and stop rules are those of
+  // walk_table's recursion (pgtable_test compares the two), without a
+  // recursive call and a loop per level.
+  static int walk_page(WalkData& d, u64* root) {
+    const Walker& w = *d.walker;
+    const u32 flags = w.flags;
+    const u32 start_level = d.pgt->start_level_;
+    const u64 start = d.addr;
+    VisitCtx path[kLastLevel + 1];   // the table entries descended through
+    u64* tables[kLastLevel + 1];     // and the tables holding them
+    u64* table = root;
+    u32 level = start_level;
+    for (;;) {
+      // Descend to the leaf, visiting it (and re-visiting on a retry).
+      for (;;) {
+        u64* ptep = &table[level == start_level ? u32(start >> level_shift(level)) : index(start, level)];
+        // Built in place: a table entry's context is kept for its TABLE_POST.
+        VisitCtx& ctx = path[level];
+        ctx = VisitCtx{d.pgt, ptep, load_pte(ptep), start, d.end, level, flags, w.arg};
+        if (!is_table(ctx.old, level)) {
+          if (!(flags & kWalkLeaf)) break;
+          const int ret = w.cb(ctx, kWalkLeaf);
+          ctx.old = load_pte(ptep);
+          if (!walk_continue(flags, ret)) {
+            if (walk_retry(flags, ret)) continue;
+            return ret;  // no TABLE_POST on the way out, as in the recursion
+          }
+          if (!is_table(ctx.old, level)) break;  // else: the callback made a table; walk it
+        }
+        tables[level] = table;
+        table = table_va(d.pgt, ctx.old);
+        ++level;
+      }
+      d.addr = d.end;
+      if (!(flags & kWalkTablePost)) return 0;
+      // TABLE_POST bottom up; a retry there re-walks that table entry.
+      bool retried = false;
+      while (level > start_level) {
+        --level;
+        const int ret = w.cb(path[level], kWalkTablePost);
+        if (walk_continue(flags, ret)) continue;
+        if (!walk_retry(flags, ret)) return ret;
+        d.addr = start;
+        table = tables[level];
+        retried = true;
+        break;
+      }
+      if (!retried) return 0;
+    }
+  }
+
   // --- Descriptor updates ---------------------------------------------------
 
   static void note(const VisitCtx& ctx, u64 old, u64 new_pte) {
@@ -560,7 +614,15 @@ struct Pgtable::Internal {
   }
 
   static int map_walk(Pgtable* pgt, u64 addr, u64 size, MapData& m, u32 flags) {
-    Walker w{map_cb, &m, kWalkLeaf | kWalkTablePre | kWalkTablePost | flags};
+    // Table visits only where they can act: a table can be coalesced only
+    // under a range that covers a whole block (2 MiB or more), and can empty
+    // only when the walk writes empty entries (an annotation of owner 0);
+    // every other entry a map writes is counted, like the one it replaces.
+    // A single-page map then costs one callback, at the leaf.
+    u32 visits = kWalkLeaf;
+    if (size >= granule_size(kLastLevel - 1)) visits |= kWalkTablePre;
+    if (m.annotate && !is_counted(m.annotation)) visits |= kWalkTablePost;
+    Walker w{map_cb, &m, visits | flags};
     int ret = pgt->walk(addr, size, w);
     if (ret == -kENOMEM && !(flags & kWalkShared)) prune(pgt, addr, size);
     return ret;
@@ -580,19 +642,24 @@ using I = Pgtable::Internal;
 
 u64 max_new_tables(u32 start_level, u64 addr, u64 size, u64 phys, bool annotate) {
   if (size == 0) return 0;
+  // One page (the common transition): one table per level below the root,
+  // what the loop below computes, without it.
+  if ((addr & (kPageSize - 1)) == 0 && size <= kPageSize) return kLastLevel - start_level;
   const u64 first = align_down(addr, kPageSize);
   const u64 end = align_down(addr + size + kPageSize - 1, kPageSize);
   u64 total = 0;
   for (u32 level = start_level + 1; level <= kLastLevel; ++level) {
     // One table at `level` can be needed per region of the parent's granule
     // that the range touches, unless the parent can hold a block for it.
-    const u64 g = granule_size(level - 1);
-    u64 touched = (align_down(end - 1, g) - align_down(first, g)) / g + 1;
+    // Shifts, not divisions: this runs on every transition.
+    const u32 shift = level_shift(level - 1);
+    const u64 g = u64{1} << shift;
+    u64 touched = ((end - 1) >> shift) - (first >> shift) + 1;
     const bool parent_block = level_supports_block(level - 1) && (annotate || ((first ^ phys) & (g - 1)) == 0);
     if (parent_block) {
-      const u64 full_lo = align_down(first + g - 1, g);
-      const u64 full_hi = align_down(end, g);
-      if (full_hi > full_lo) touched -= (full_hi - full_lo) / g;
+      const u64 full_lo = (first + g - 1) >> shift;
+      const u64 full_hi = end >> shift;
+      if (full_hi > full_lo) touched -= full_hi - full_lo;
     }
     total += touched;
   }
@@ -642,6 +709,7 @@ int Pgtable::walk(u64 addr, u64 size, const Walker& walker) {
   // even when addr is not page aligned.
   const u64 end = size ? align_down(last + kPageSize - 1, kPageSize) : start;
   I::WalkData d{this, &walker, start, end};
+  if (end - start == kPageSize && !(walker.flags & kWalkTablePre)) return I::walk_page(d, root_);
   return I::walk_table(d, root_, start_level_, root_entries_);
 }
 

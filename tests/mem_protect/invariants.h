@@ -82,7 +82,8 @@ class World {
   std::unique_ptr<sim::BbmChecker> bbm_;
   MemMap memmap_;
   std::vector<PageMeta> meta_;
-  sim::SimRwLock host_lock_, hyp_lock_, guest_locks_[kMaxGuests];
+  sim::SimRwLock host_lock_;  // as at EL2 (Env in mp_env.h)
+  sim::SimSpinRwLock hyp_lock_, guest_locks_[kMaxGuests];
   MemProtect mp_;
   Model model_;
   // The state after boot, for reset().

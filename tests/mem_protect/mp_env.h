@@ -133,7 +133,10 @@ class Env {
   int add_ret = 0;
   std::vector<PageMeta> meta;
   u64 meta_base = 0;
-  sim::SimRwLock host_lock, hyp_lock, guest_locks[kMaxGuests];
+  // As at EL2: the per-CPU reader lock for the host stage 2 (aborts share
+  // it), one-word spinlocks for the hypervisor and the guests.
+  sim::SimRwLock host_lock;
+  sim::SimSpinRwLock hyp_lock, guest_locks[kMaxGuests];
   MemProtect mp;
   int init_ret = -1;
 };

@@ -1027,6 +1027,62 @@ INSTANTIATE_TEST_SUITE_P(Seed000, WalkReturnCodeTest,
                                                               u32(kWalkTablePost))),
                          RowName);
 
+// The same rows for a walk of one page without TABLE_PRE visits, which
+// Pgtable::walk runs iteratively (walk_page): the visits must be the ones the
+// recursive walker makes, which the run with TABLE_PRE (recursive, its
+// TABLE_PRE visits left out of the log) shows side by side.
+class SinglePageWalkTest : public PgtableTest,
+                           public ::testing::WithParamInterface<std::tuple<WalkerType, int, u32>> {};
+
+TEST_P(SinglePageWalkTest, Row) {
+  const auto [type, rc, kind] = GetParam();
+  ASSERT_EQ(Map(0x1ff000, 2 * K4, 0x801ff000, kProtRW), 0);
+  const u64 l1 = RootVa()[0];
+  u64* l2 = TableVa(l1);
+  const Visit leaf{kWalkLeaf, 3, 0x1ff000, 0x801ff000 | kS2RW | kPage};
+  const Visit post2{kWalkTablePost, 2, 0x1ff000, l2[0]};
+  const Visit post1{kWalkTablePost, 1, 0x1ff000, l1};
+  const std::vector<Visit> natural{leaf, post2, post1};
+  constexpr int kFailures = 2;
+  const Visit target = kind == kWalkLeaf ? leaf : post2;
+
+  std::vector<Visit> want;
+  int want_ret = 0;
+  const size_t target_pos = std::find(natural.begin(), natural.end(), target) - natural.begin();
+  switch (ExpectedAction(type, rc)) {
+    case Action::kContinue: want = natural; break;
+    case Action::kEnd:
+      want_ret = rc;
+      want.assign(natural.begin(), natural.begin() + target_pos + 1);
+      break;
+    case Action::kRetry:
+      if (kind == kWalkTablePost) {
+        for (int i = 0; i <= kFailures; i++) want.insert(want.end(), {leaf, post2});
+        want.push_back(post1);
+      } else {
+        for (int i = 0; i <= kFailures; i++) want.push_back(leaf);
+        want.insert(want.end(), {post2, post1});
+      }
+      break;
+  }
+  for (const u32 pre : {0u, u32(kWalkTablePre)}) {
+    FailingCb f{kind, target.level, target.addr, rc, kFailures, {}};
+    const int ret = pgt_.walk(0x1ff000, K4, Walker{FailingVisit, &f, kWalkLeaf | kWalkTablePost | pre | FlagsOf(type)});
+    std::vector<Visit> log;
+    for (const Visit& v : f.log)
+      if (v.kind != kWalkTablePre) log.push_back(v);
+    EXPECT_EQ(ret, want_ret) << (pre ? "recursive" : "iterative");
+    EXPECT_EQ(log, want) << (pre ? "recursive" : "iterative");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Seed000, SinglePageWalkTest,
+                         ::testing::Combine(::testing::Values(WalkerType::kExclusive, WalkerType::kExclusiveHandleFault,
+                                                              WalkerType::kShared, WalkerType::kSharedHandleFault),
+                                            ::testing::Values(0, -kEAGAIN, -kENOENT, -kEINVAL, 1),
+                                            ::testing::Values(u32(kWalkLeaf), u32(kWalkTablePost))),
+                         RowName);
+
 // ---------------------------------------------------------------------------
 // Attribute updates
 // ---------------------------------------------------------------------------

@@ -354,5 +354,8 @@ struct SimCpu {
 /// pkvm::RwLock for the host: the same per-CPU reader lock EL2 uses for the
 /// host stage 2 (pgtable/percpu.h), with threads standing for CPUs.
 using SimRwLock = PerCpuRwLock<SimCpu>;
+/// The one-word reader/writer spinlock EL2 uses for the hypervisor and guest
+/// locks (pgtable/percpu.h).
+using SimSpinRwLock = SpinRwLock<SimCpu>;
 
 }  // namespace pkvm::sim

@@ -388,8 +388,15 @@ TEST(SimRecorder, AllocFreeEventsClearAndReset) {
   EXPECT_EQ(p.tlbi_count(), 0u);
 }
 
-TEST(SimRwLock, SharedHoldersCoexistExclusiveExcludes) {
-  SimRwLock l;
+// Both reader/writer locks the hypervisor uses: the per-CPU one (host
+// stage 2) and the one-word spinlock (hypervisor and guests).
+template <typename L>
+class RwLockTest : public ::testing::Test {};
+using RwLockTypes = ::testing::Types<SimRwLock, SimSpinRwLock>;
+TYPED_TEST_SUITE(RwLockTest, RwLockTypes);
+
+TYPED_TEST(RwLockTest, SharedHoldersCoexistExclusiveExcludes) {
+  TypeParam l;
   RwLock& rw = l;
   rw.lock_shared();
   std::atomic<bool> got_shared{false}, got_excl{false};
@@ -410,6 +417,29 @@ TEST(SimRwLock, SharedHoldersCoexistExclusiveExcludes) {
   rw.unlock_shared();
   b.join();
   EXPECT_TRUE(got_excl.load());
+}
+
+TYPED_TEST(RwLockTest, WriterExcludesReadersAndWriters) {
+  TypeParam l;
+  RwLock& rw = l;
+  rw.lock();
+  std::atomic<int> got{0};
+  std::thread r([&] {
+    rw.lock_shared();
+    got |= 1;
+    rw.unlock_shared();
+  });
+  std::thread w([&] {
+    rw.lock();
+    got |= 2;
+    rw.unlock();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(got.load(), 0);  // neither gets in beside our exclusive hold
+  rw.unlock();
+  r.join();
+  w.join();
+  EXPECT_EQ(got.load(), 3);
 }
 
 // --- BbmChecker ----------------------------------------------------------------
