@@ -147,32 +147,33 @@ void BuddyPool::free_pages(void* va, u32 order) {
   attach(idx, order);
 }
 
-void BuddyPool::get_page(void* va) {
+void BuddyPool::get_refs(void* va, u32 n) {
   const u64 idx = index_of(va);
   // A free page has no owner to take a reference for: a later put would
   // free it a second time.
-  if (idx == kNil || (page(idx)->flags & (kMeta | kInFree))) return;
+  if (n == 0 || idx == kNil || (page(idx)->flags & (kMeta | kInFree))) return;
   u16* rc = &page(idx)->refcount;
   u16 old = __atomic_load_n(rc, __ATOMIC_RELAXED);
+  u16 next;
   // Saturate rather than wrap to 0, which would free a page still in use.
   do {
     if (old == kMaxRef) return;
-  } while (!__atomic_compare_exchange_n(rc, &old, static_cast<u16>(old + 1), true, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED));
+    next = n >= u32(kMaxRef - old) ? kMaxRef : static_cast<u16>(old + n);
+  } while (!__atomic_compare_exchange_n(rc, &old, next, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
-bool BuddyPool::dec_ref(void* va) {
+bool BuddyPool::dec_refs(void* va, u32 n) {
   const u64 idx = index_of(va);
-  if (idx == kNil || (page(idx)->flags & kMeta)) return false;
+  if (n == 0 || idx == kNil || (page(idx)->flags & kMeta)) return false;
   u16* rc = &page(idx)->refcount;
   u16 old = __atomic_load_n(rc, __ATOMIC_RELAXED);
   do {
-    if (old == 0) return false;
-  } while (!__atomic_compare_exchange_n(rc, &old, static_cast<u16>(old - 1), true, __ATOMIC_ACQ_REL,
+    if (old < n) return false;
+  } while (!__atomic_compare_exchange_n(rc, &old, static_cast<u16>(old - n), true, __ATOMIC_ACQ_REL,
                                         __ATOMIC_RELAXED));
   // Acquire on the last drop orders the caller's reuse after every other
   // CPU's release of its reference.
-  return old == 1;
+  return old == n;
 }
 
 void BuddyPool::put_page(void* va) {

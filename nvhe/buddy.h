@@ -46,7 +46,9 @@ class BuddyPool {
   /// Takes a reference on the allocated page containing `va` (atomic).
   /// Ignored for a free page, a metadata page or an address outside the
   /// pool; the count saturates at 0xffff rather than wrap.
-  void get_page(void* va);
+  void get_page(void* va) { get_refs(va, 1); }
+  /// get_page `n` times in one atomic update (saturating likewise).
+  void get_refs(void* va, u32 n);
 
   /// Drops a reference on the page containing `va`; dropping the last one
   /// frees that single page (order 0). Needs the pool lock (see above). A
@@ -57,7 +59,10 @@ class BuddyPool {
   /// freeing; true when it was the last one (the caller then frees the page
   /// with free_pages(va, 0) under the pool lock). False, and no change, when
   /// the refcount is already 0 or `va` is a metadata page or outside the pool.
-  bool dec_ref(void* va);
+  bool dec_ref(void* va) { return dec_refs(va, 1); }
+  /// dec_ref `n` times in one atomic update; false, and no change, when the
+  /// refcount is below `n`.
+  bool dec_refs(void* va, u32 n);
 
   /// Refcount of the page containing `va` (atomic read; 0 when free or
   /// outside the pool).

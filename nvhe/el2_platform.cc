@@ -59,6 +59,15 @@ void El2Platform::put_page(void* va) {
   }
 }
 
+void El2Platform::get_page_refs(void* va, u32 n) { pool_.get_refs(va, n); }
+
+void El2Platform::put_page_refs(void* va, u32 n) {
+  if (pool_.dec_refs(va, n)) {
+    SpinGuard g(lock_);
+    pool_.free_pages(va, 0);
+  }
+}
+
 int El2Platform::page_count(void* va) { return pool_.page_count(va); }
 
 void El2Platform::dcache_clean_inval_poc(PhysAddr pa, u64 size) {

@@ -20,6 +20,8 @@ class El2Platform final : public Platform {
   u64 nr_free_pages() override;
   void get_page(void* va) override;
   void put_page(void* va) override;
+  void get_page_refs(void* va, u32 n) override;
+  void put_page_refs(void* va, u32 n) override;
   int page_count(void* va) override;
   PhysAddr virt_to_phys(void* va) override { return PhysAddr(reinterpret_cast<u64>(va)); }
   void* phys_to_virt(PhysAddr pa) override { return reinterpret_cast<void*>(pa.value()); }

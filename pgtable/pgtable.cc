@@ -83,8 +83,31 @@ struct Pgtable::Internal {
     return walk_continue(w.flags, ret) ? 0 : ret;
   }
 
+  // The entries of a last-level table: visit() without what cannot happen
+  // at level 3 (a table to descend into, TABLE_PRE/POST), for the walks
+  // that cover many pages.
+  static int walk_leaves(WalkData& d, u64* table) {
+    const Walker& w = *d.walker;
+    if (!(w.flags & kWalkLeaf)) {  // nothing to visit: move to the table's end
+      const u64 table_end = align_down(d.addr, granule_size(kLastLevel - 1)) + granule_size(kLastLevel - 1);
+      d.addr = d.end < table_end ? d.end : table_end;
+      return 0;
+    }
+    for (u32 idx = index(d.addr, kLastLevel); idx < kPtrsPerTable && d.addr < d.end; ++idx) {
+      for (;;) {
+        const int ret = w.cb(VisitCtx{d.pgt, &table[idx], load_pte(&table[idx]), d.addr, d.end, kLastLevel, w.flags, w.arg},
+                             kWalkLeaf);
+        if (walk_continue(w.flags, ret)) break;
+        if (!walk_retry(w.flags, ret)) return ret;
+      }
+      d.addr += kPageSize;
+    }
+    return 0;
+  }
+
   static int walk_table(WalkData& d, u64* table, u32 level, u32 nr_entries) {
     if (level > kLastLevel) return -kEINVAL;  // a corrupt table must not recurse further
+    if (level == kLastLevel && level != d.pgt->start_level_) return walk_leaves(d, table);
     u32 idx = level == d.pgt->start_level_ ? u32(d.addr >> level_shift(level)) : index(d.addr, level);
     for (; idx < nr_entries; ++idx) {
       // A retry re-visits the whole entry from where its visit began: a
@@ -122,21 +145,21 @@ struct Pgtable::Internal {
       // Descend to the leaf, visiting it (and re-visiting on a retry).
       for (;;) {
         u64* ptep = &table[level == start_level ? u32(start >> level_shift(level)) : index(start, level)];
-        // Built in place: a table entry's context is kept for its TABLE_POST.
-        VisitCtx& ctx = path[level];
-        ctx = VisitCtx{d.pgt, ptep, load_pte(ptep), start, d.end, level, flags, w.arg};
-        if (!is_table(ctx.old, level)) {
+        u64 pte = load_pte(ptep);
+        if (!is_table(pte, level)) {
           if (!(flags & kWalkLeaf)) break;
-          const int ret = w.cb(ctx, kWalkLeaf);
-          ctx.old = load_pte(ptep);
+          const int ret = w.cb(VisitCtx{d.pgt, ptep, pte, start, d.end, level, flags, w.arg}, kWalkLeaf);
+          pte = load_pte(ptep);
           if (!walk_continue(flags, ret)) {
             if (walk_retry(flags, ret)) continue;
             return ret;  // no TABLE_POST on the way out, as in the recursion
           }
-          if (!is_table(ctx.old, level)) break;  // else: the callback made a table; walk it
+          if (!is_table(pte, level)) break;  // else: the callback made a table; walk it
         }
+        // A table entry's context is kept only for its TABLE_POST visit.
+        if (flags & kWalkTablePost) path[level] = VisitCtx{d.pgt, ptep, pte, start, d.end, level, flags, w.arg};
         tables[level] = table;
-        table = table_va(d.pgt, ctx.old);
+        table = table_va(d.pgt, pte);
         ++level;
       }
       d.addr = d.end;
@@ -213,31 +236,66 @@ struct Pgtable::Internal {
     return true;
   }
 
-  // Make: publish the new entry after a break with a store-release, and
-  // account for it in the table page's reference count.
-  static void make_pte(const VisitCtx& ctx, u64 new_pte) {
-    __atomic_store_n(ctx.ptep, new_pte, __ATOMIC_RELEASE);
-    note(ctx, kLocked, new_pte);
-    adjust_refcount(ctx, ctx.old, new_pte);
+  // Reference-count changes of one table page, gathered while a walk writes
+  // its entries and applied as one update (Platform::get_page_refs /
+  // put_page_refs) when the walk moves to another table page, visits a table
+  // entry, or ends. Deferring is safe: counts are read (free_if_empty) and
+  // table pages freed only by exclusive walkers, which flush before every
+  // table visit; a leaf's reference is never a table page's last (the page
+  // keeps its own base reference until it is unlinked); and a shared walker's
+  // pending increments are applied before its walk returns, so before any
+  // exclusive walker can run.
+  struct RefBatch {
+    u64* page = nullptr;
+    s32 delta = 0;
+  };
+
+  static void flush_refs(Pgtable* pgt, RefBatch* b) {
+    if (b->delta > 0) pgt->platform_->get_page_refs(b->page, u32(b->delta));
+    if (b->delta < 0) pgt->platform_->put_page_refs(b->page, u32(-b->delta));
+    b->delta = 0;
   }
 
-  static void adjust_refcount(const VisitCtx& ctx, u64 old, u64 new_pte) {
+  // Make: publish the new entry after a break with a store-release, and
+  // account for it in the table page's reference count.
+  static void make_pte(const VisitCtx& ctx, u64 new_pte, RefBatch* refs = nullptr) {
+    __atomic_store_n(ctx.ptep, new_pte, __ATOMIC_RELEASE);
+    note(ctx, kLocked, new_pte);
+    adjust_refcount(ctx, ctx.old, new_pte, refs);
+  }
+
+  // The table page's count follows its counted entries: at once, or through
+  // `refs` when the caller batches.
+  static void adjust_refcount(const VisitCtx& ctx, u64 old, u64 new_pte, RefBatch* refs = nullptr) {
+    const s32 delta = s32(is_counted(new_pte)) - s32(is_counted(old));
+    if (delta == 0) return;
+    if (refs) {
+      u64* page = reinterpret_cast<u64*>(reinterpret_cast<uintptr_t>(ctx.ptep) & ~uintptr_t(kPageSize - 1));
+      if (refs->page != page) {
+        flush_refs(ctx.pgt, refs);
+        refs->page = page;
+      }
+      refs->delta += delta;
+      return;
+    }
     Platform* p = ctx.pgt->platform_;
-    if (is_counted(new_pte) && !is_counted(old)) p->get_page(ctx.ptep);
-    if (!is_counted(new_pte) && is_counted(old)) p->put_page(ctx.ptep);
+    if (delta > 0)
+      p->get_page(ctx.ptep);
+    else
+      p->put_page(ctx.ptep);
   }
 
   // Replaces the entry, with break-before-make when a live entry changes.
   // Returns false when a shared walker lost a race (the caller returns -EAGAIN).
-  static bool replace_pte(const VisitCtx& ctx, u64 new_pte) {
+  static bool replace_pte(const VisitCtx& ctx, u64 new_pte, RefBatch* refs = nullptr) {
     if (!is_valid(ctx.old)) {
       // Nothing to break: no TLB can hold an invalid entry.
       if (!set_pte(ctx, new_pte)) return false;
-      adjust_refcount(ctx, ctx.old, new_pte);
+      adjust_refcount(ctx, ctx.old, new_pte, refs);
       return true;
     }
     if (!break_pte(ctx)) return false;
-    make_pte(ctx, new_pte);
+    make_pte(ctx, new_pte, refs);
     return true;
   }
 
@@ -258,12 +316,13 @@ struct Pgtable::Internal {
   // Releases an unlinked (and already invalidated) subtree: every counted
   // entry drops its reference, then the base reference frees the page.
   static void free_unlinked(Pgtable* pgt, u64* table, u32 level) {
-    Platform* p = pgt->platform_;
+    u32 counted = 0;
     for (u32 i = 0; i < kPtrsPerTable; ++i) {
       u64 pte = table[i];
       if (is_table(pte, level)) free_unlinked(pgt, table_va(pgt, pte), level + 1);
-      if (is_counted(pte)) p->put_page(table);
+      counted += is_counted(pte);
     }
+    pgt->platform_->put_page_refs(table, counted);  // the base reference stays: not freed yet
     put_table(pgt, table);
   }
 
@@ -295,7 +354,7 @@ struct Pgtable::Internal {
       for (u32 i = 0; i < kPtrsPerTable; ++i) t[i] = blk;
     }
     // One reference per counted entry on top of the base reference.
-    for (u32 i = 0; i < kPtrsPerTable; ++i) pgt->platform_->get_page(t);
+    pgt->platform_->get_page_refs(t, kPtrsPerTable);
     return t;
   }
 
@@ -358,6 +417,8 @@ struct Pgtable::Internal {
     u64 perm_mask;    // bits that make up the format's permissions
     bool annotate;
     bool device;      // no cache maintenance for device memory
+    RefBatch refs{};  // the walk's pending reference-count changes
+    u64 leaf_writes = 0;  // added to the statistics once, after the walk
   };
 
   static bool leaf_allowed(const VisitCtx& ctx, const MapData& m) {
@@ -411,7 +472,7 @@ struct Pgtable::Internal {
 
   // Installs a leaf (valid or annotated) at ctx, with the prejudgement of
   // seed 003: identical -> -EAGAIN, permissions only -> in-place update.
-  static int try_leaf(const VisitCtx& ctx, const MapData& m) {
+  static int try_leaf(const VisitCtx& ctx, MapData& m) {
     Pgtable* pgt = ctx.pgt;
     const u64 new_pte = new_leaf(ctx, m);
     if (is_locked(ctx.old)) return -kEAGAIN;
@@ -430,12 +491,12 @@ struct Pgtable::Internal {
         pgt->platform_->barrier(Barrier::kDsbIshst);
         tlbi_leaf(pgt, ctx.addr, ctx.level, is_restriction(pgt->format_, ctx.old, new_pte));
       }
-      stat_inc(&pgt->cpu_stats().leaf_writes);
+      ++m.leaf_writes;
       return 0;
     }
     cmo_for_map(ctx, new_pte, m);
-    if (!replace_pte(ctx, new_pte)) return -kEAGAIN;
-    stat_inc(&pgt->cpu_stats().leaf_writes);
+    if (!replace_pte(ctx, new_pte, &m.refs)) return -kEAGAIN;
+    ++m.leaf_writes;
     return 0;
   }
 
@@ -470,7 +531,8 @@ struct Pgtable::Internal {
   }
 
   static int map_cb(const VisitCtx& ctx, u32 visit) {
-    const MapData& m = *static_cast<const MapData*>(ctx.arg);
+    MapData& m = *static_cast<MapData*>(ctx.arg);
+    if (visit != kWalkLeaf) flush_refs(ctx.pgt, &m.refs);  // counts must be exact at table visits
     if (visit == kWalkTablePost) return free_if_empty(ctx);
     if (visit == kWalkTablePre) {
       if (!leaf_allowed(ctx, m) || shared(ctx)) return 0;  // descend
@@ -499,11 +561,13 @@ struct Pgtable::Internal {
     bool all = false;
     u64 addr[kDeferredTlbis];
     u32 level[kDeferredTlbis];
+    RefBatch refs{};
   };
 
   static int unmap_cb(const VisitCtx& ctx, u32 visit) {
     auto& u = *static_cast<UnmapData*>(ctx.arg);
     if (visit == kWalkTablePost) {
+      flush_refs(ctx.pgt, &u.refs);
       free_if_empty(ctx);
       // Freeing a table invalidated the whole VMID (EL2): that covers every
       // leaf cleared so far.
@@ -522,7 +586,7 @@ struct Pgtable::Internal {
       return ensure_table(ctx);
     }
     set_pte(ctx, 0);  // exclusive walk: a plain store, cannot fail
-    adjust_refcount(ctx, ctx.old, 0);
+    adjust_refcount(ctx, ctx.old, 0, &u.refs);
     if (is_valid(ctx.old)) {
       if (u.n < kDeferredTlbis) {
         u.addr[u.n] = base;
@@ -624,6 +688,8 @@ struct Pgtable::Internal {
     if (m.annotate && !is_counted(m.annotation)) visits |= kWalkTablePost;
     Walker w{map_cb, &m, visits | flags};
     int ret = pgt->walk(addr, size, w);
+    flush_refs(pgt, &m.refs);
+    if (m.leaf_writes) stat_inc(&pgt->cpu_stats().leaf_writes, m.leaf_writes);
     if (ret == -kENOMEM && !(flags & kWalkShared)) prune(pgt, addr, size);
     return ret;
   }
@@ -632,6 +698,7 @@ struct Pgtable::Internal {
     UnmapData u;
     Walker w{unmap_cb, &u, kWalkLeaf | kWalkTablePost};
     int ret = pgt->walk(addr, size, w);
+    flush_refs(pgt, &u.refs);
     flush_unmapped(pgt, u);  // also after a failed walk: what was cleared stays cleared
     if (ret == -kENOMEM) prune(pgt, addr, size);
     return ret;

@@ -43,6 +43,17 @@ class Platform {
   /// Decrements the reference count of the page containing `va`; frees the
   /// page when it drops to zero.
   virtual void put_page(void* va) = 0;
+  /// Adds `n` references to the page containing `va` at once: a walk that
+  /// wrote n entries of one table updates its count once. The default takes
+  /// them one by one.
+  virtual void get_page_refs(void* va, u32 n) {
+    for (u32 i = 0; i < n; ++i) get_page(va);
+  }
+  /// Drops `n` references from the page containing `va` at once, freeing
+  /// the page when the count reaches zero (as n put_page calls would).
+  virtual void put_page_refs(void* va, u32 n) {
+    for (u32 i = 0; i < n; ++i) put_page(va);
+  }
   /// Current reference count of the page containing `va`.
   virtual int page_count(void* va) = 0;
   /// Physical address of a page the platform handed out.

@@ -245,6 +245,29 @@ TEST(Buddy, RefcountsAndPutFreesOrder0) {
   EXPECT_EQ(n, total);
 }
 
+// get_refs / dec_refs: n references in one update, with the single-step
+// rules (saturation, no underflow, the last drop reported).
+TEST(Buddy, RefsInOneUpdate) {
+  IdentityPool ip(64);
+  const u64 total = ip.pool.nr_free_pages();
+  void* p = ip.pool.alloc_pages(0);
+  ASSERT_NE(p, nullptr);
+  ip.pool.get_refs(p, 512);
+  EXPECT_EQ(ip.pool.page_count(p), 513);
+  EXPECT_FALSE(ip.pool.dec_refs(p, 514));  // more than it holds: refused, unchanged
+  EXPECT_EQ(ip.pool.page_count(p), 513);
+  EXPECT_FALSE(ip.pool.dec_refs(p, 512));
+  EXPECT_EQ(ip.pool.page_count(p), 1);
+  ip.pool.get_refs(p, 0xfffff);  // saturates at 0xffff rather than wrap
+  EXPECT_EQ(ip.pool.page_count(p), 0xffff);
+  EXPECT_TRUE(ip.pool.dec_refs(p, 0xffff));  // the last reference
+  EXPECT_EQ(ip.pool.page_count(p), 0);
+  ip.pool.free_pages(p, 0);
+  EXPECT_EQ(ip.pool.nr_free_pages(), total);
+  ip.pool.get_refs(p, 3);  // a free page: no reference to take
+  EXPECT_EQ(ip.pool.page_count(p), 0);
+}
+
 TEST(Buddy, BlockReleasedPageByPageCoalesces) {
   IdentityPool ip(4096);
   const u64 total = ip.pool.nr_free_pages();

@@ -382,30 +382,38 @@ void SimPlatform::free_pages(void* va, u32 order) {
   free_block(u64(idx), order, 1, "free_pages");
 }
 
-void SimPlatform::get_page(void* va) {
-  s64 idx = pool_index(va, "get_page");
-  if (idx < 0) return;
-  int old = refcount_[idx].fetch_add(1, std::memory_order_acq_rel);
+void SimPlatform::get_page(void* va) { get_refs(va, 1, "get_page"); }
+
+void SimPlatform::get_page_refs(void* va, u32 n) { get_refs(va, n, "get_page_refs"); }
+
+void SimPlatform::get_refs(void* va, u32 n, const char* who) {
+  s64 idx = pool_index(va, who);
+  if (idx < 0 || n == 0) return;
+  int old = refcount_[idx].fetch_add(int(n), std::memory_order_acq_rel);
   if (old <= 0) {
-    refcount_[idx].fetch_sub(1, std::memory_order_acq_rel);
-    violation(format("get_page(pa=0x%" PRIx64 "): page is free (reference count %d)", page_pa(u64(idx)), old));
+    refcount_[idx].fetch_sub(int(n), std::memory_order_acq_rel);
+    violation(format("%s(pa=0x%" PRIx64 "): page is free (reference count %d)", who, page_pa(u64(idx)), old));
   }
 }
 
-void SimPlatform::put_page(void* va) {
-  s64 idx = pool_index(va, "put_page");
-  if (idx < 0) return;
-  int old = refcount_[idx].fetch_sub(1, std::memory_order_acq_rel);
-  if (old <= 0) {
-    refcount_[idx].fetch_add(1, std::memory_order_acq_rel);
-    violation(format("put_page(pa=0x%" PRIx64 "): reference count underflow (was %d): page already free",
-                     page_pa(u64(idx)), old));
+void SimPlatform::put_page(void* va) { put_refs(va, 1, "put_page"); }
+
+void SimPlatform::put_page_refs(void* va, u32 n) { put_refs(va, n, "put_page_refs"); }
+
+void SimPlatform::put_refs(void* va, u32 n, const char* who) {
+  s64 idx = pool_index(va, who);
+  if (idx < 0 || n == 0) return;
+  int old = refcount_[idx].fetch_sub(int(n), std::memory_order_acq_rel);
+  if (old < int(n)) {
+    refcount_[idx].fetch_add(int(n), std::memory_order_acq_rel);
+    violation(format("%s(pa=0x%" PRIx64 ", %u): reference count underflow (was %d): page already free", who,
+                     page_pa(u64(idx)), n, old));
     return;
   }
-  if (old != 1) return;
+  if (old != int(n)) return;
   // The last reference frees the page; free_block refuses (and reports) a
   // page of a multi-page block, whose caller lost track of its counts.
-  if (!free_block(u64(idx), 0, 0, "put_page")) refcount_[idx].fetch_add(1, std::memory_order_acq_rel);
+  if (!free_block(u64(idx), 0, 0, who)) refcount_[idx].fetch_add(1, std::memory_order_acq_rel);
 }
 
 int SimPlatform::page_count(void* va) {

@@ -149,6 +149,10 @@ class SimPlatform : public Platform {
   /// Decrements the page's reference count; at 0 an order-0 block is freed.
   /// Dropping below 0, or a page of a larger block reaching 0, is a violation.
   void put_page(void* va) override;
+  /// get_page `n` times in one atomic update, with the same checks.
+  void get_page_refs(void* va, u32 n) override;
+  /// put_page `n` times in one atomic update, with the same checks.
+  void put_page_refs(void* va, u32 n) override;
   /// Reference count of the pool page containing `va` (0 for free or data pages).
   int page_count(void* va) override;
   /// Arena pointer -> physical address; fail hook when outside the arena.
@@ -301,6 +305,8 @@ class SimPlatform : public Platform {
   /// Index of the pool page holding host address `va`, or -1 (with a
   /// violation naming `who`) when `va` is not a pool page.
   s64 pool_index(const void* va, const char* who);
+  void get_refs(void* va, u32 n, const char* who);
+  void put_refs(void* va, u32 n, const char* who);
   u8* page_ptr(u64 idx) const { return arena_ + idx * kPageSize; }
   u64 page_pa(u64 idx) const { return base_ + idx * kPageSize; }
 

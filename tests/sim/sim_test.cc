@@ -232,6 +232,26 @@ TEST(SimRefcount, PutToZeroFrees) {
   EXPECT_TRUE(p.violations().empty());
 }
 
+TEST(SimRefcount, ManyRefsInOneUpdate) {
+  SimPlatform p(kBase, 16, 8);
+  u64* a = static_cast<u64*>(p.zalloc_page());
+  p.get_page_refs(a + 3, 512);
+  EXPECT_EQ(p.page_count(a), 513);
+  p.put_page_refs(a, 600);  // more than it holds: refused and reported, unchanged
+  EXPECT_EQ(p.page_count(a), 513);
+  ASSERT_EQ(p.violations().size(), 1u);
+  EXPECT_NE(p.violations()[0].find("underflow"), std::string::npos) << p.violations()[0];
+  p.put_page_refs(a, 512);
+  EXPECT_EQ(p.page_count(a), 1);
+  EXPECT_EQ(p.pages_in_use(), 1u);
+  p.put_page_refs(a, 1);  // the last reference frees, as put_page does
+  EXPECT_EQ(p.page_count(a), 0);
+  EXPECT_EQ(p.pages_in_use(), 0u);
+  p.get_page_refs(a, 2);  // a free page
+  EXPECT_EQ(p.violations().size(), 2u);
+  EXPECT_EQ(p.page_count(a), 0);
+}
+
 TEST(SimRefcount, MisuseDetected) {
   SimPlatform p(kBase, 32, 16);
   u8* root = static_cast<u8*>(p.zalloc_pages(1));
