@@ -27,6 +27,7 @@ packages=(
   pkg-config
   protobuf-compiler
   qemu-system-arm
+  valgrind
 )
 
 missing=()

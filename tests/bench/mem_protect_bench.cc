@@ -69,136 +69,176 @@ void check(benchmark::State& s, int ret, const char* what) {
   if (ret) s.SkipWithError((std::string(what) + " failed: " + std::to_string(ret)).c_str());
 }
 
+// Each case is a fixture: the constructor sets up the steady state, step()
+// is one timed operation (0 on success), and refill() (when due() says so)
+// restores what the steps used up, outside the timing. The same fixtures run
+// under Google Benchmark and, with --count=CASE, in the instruction-count
+// mode that tools/bench_ir.sh runs under callgrind (step() is the function
+// it measures): instruction counts do not drift with this machine's load.
+#define PKVM_STEP __attribute__((noinline))
+
 // host_stage2_idmap of a page: fresh 4 KiB faults inside 2 MiB windows whose
 // level-3 tables exist (a donated page at each window's start, so the
 // largest fitting mapping is a page). When every window is mapped they are
 // unmapped outside the timing.
-void BM_HostStage2Idmap_Page(benchmark::State& s) {
-  BenchEnv b;
-  constexpr u64 kWindows = 16, kBase = 0x50000000;
-  for (u64 w = 0; w < kWindows; ++w) b.anchor(kBase + w * k2M);
-  Counts c(b.env.plat);
-  u64 w = 0, page = 1;
-  for (auto _ : s) {
+struct IdmapPage {
+  static constexpr u64 kWindows = 16, kBase = 0x50000000;
+  IdmapPage() {
+    for (u64 w = 0; w < kWindows; ++w) b.anchor(kBase + w * k2M);
+  }
+  PKVM_STEP int step() {
     const int ret = b.env.mp.host_stage2_idmap(kBase + w * k2M + page * kPage);
-    if (ret) {
-      check(s, ret, "idmap");
-      break;
-    }
     if (++page == 512) {
       page = 1;
-      if (++w == kWindows) {
-        s.PauseTiming();
-        c.pause();
-        w = 0;
-        for (u64 i = 0; i < kWindows; ++i)
-          b.env.mp.host_pgt().stage2_unmap(Ipa(kBase + i * k2M + kPage), k2M - kPage);
-        c.resume();
-        s.ResumeTiming();
-      }
+      ++w;
     }
+    return ret;
   }
-  c.report(s);
-}
-BENCHMARK(BM_HostStage2Idmap_Page)->Unit(benchmark::kNanosecond)->Repetitions(5)->MinTime(0.2);
+  bool due() const { return w == kWindows; }
+  void refill() {
+    w = 0;
+    for (u64 i = 0; i < kWindows; ++i) b.env.mp.host_pgt().stage2_unmap(Ipa(kBase + i * k2M + kPage), k2M - kPage);
+  }
+  BenchEnv b;
+  u64 w = 0, page = 1;
+};
 
 // host_stage2_idmap of a 2 MiB block inside an existing level-2 table
 // (R0's, kept by an anchor in its last 2 MiB).
-void BM_HostStage2Idmap_Block2M(benchmark::State& s) {
+struct IdmapBlock2M {
+  static constexpr u64 kBase = 0x40000000, kBlocks = 511;
+  IdmapBlock2M() { b.anchor(kBase + k1G - kPage); }
+  PKVM_STEP int step() { return b.env.mp.host_stage2_idmap(kBase + blk++ * k2M); }
+  bool due() const { return blk == kBlocks; }
+  void refill() {
+    blk = 0;
+    b.env.mp.host_pgt().stage2_unmap(Ipa(kBase), kBlocks * k2M);
+  }
   BenchEnv b;
-  constexpr u64 kBase = 0x40000000, kBlocks = 511;
-  b.anchor(kBase + k1G - kPage);
-  Counts c(b.env.plat);
   u64 blk = 0;
+};
+
+// host_share_hyp + host_unshare_hyp of `nr` pages at page offset `off` from
+// a 2 MiB boundary, next to an anchor in the same 1 GiB. One page: in the
+// anchor's 2 MiB (its level-3 tables exist on both sides). 512 pages: the
+// next 2 MiB (block at level 2; or pages across two level-3 tables when not
+// aligned).
+struct ShareUnshareHyp {
+  static constexpr u64 kAnchor = 0x51000000;
+  ShareUnshareHyp(u64 nr, u64 off)
+      : nr(nr), pfn((nr == 1 ? kAnchor + kPage : kAnchor + k2M + off * kPage) >> kShift) {
+    b.anchor(kAnchor);
+  }
+  PKVM_STEP int step() {
+    int ret = b.env.mp.host_share_hyp(pfn, nr);
+    return ret ? ret : b.env.mp.host_unshare_hyp(pfn, nr);
+  }
+  bool due() const { return false; }
+  void refill() {}
+  BenchEnv b;
+  u64 nr, pfn;
+};
+
+// host_donate_hyp + hyp_donate_host (which zeroes the page) of one page next
+// to an anchor, inside the arena's data pages: hyp_donate_host zeroes the
+// page through the hypervisor's mapping, so it must be real (simulated) memory.
+struct DonateDonateBack {
+  DonateDonateBack() : anchor(b.env.plat.data_base().value() + k2M), pfn((anchor + kPage) >> kShift) {
+    b.anchor(anchor);
+  }
+  PKVM_STEP int step() {
+    int ret = b.env.mp.host_donate_hyp(pfn, 1);
+    return ret ? ret : b.env.mp.hyp_donate_host(pfn, 1);
+  }
+  bool due() const { return false; }
+  void refill() {}
+  BenchEnv b;
+  u64 anchor, pfn;
+};
+
+// host_share_guest + host_unshare_guest of one page (for comparison); a
+// second shared page keeps the guest's tables.
+struct ShareUnshareGuest {
+  static constexpr u64 kAnchor = 0x54000000;
+  ShareUnshareGuest() {
+    b.anchor(kAnchor);
+    g = b.env.mp.guest_create();
+    if (g < 0 || b.env.mp.host_share_guest(u32(g), (kAnchor >> kShift) + 2, 0x100, 1)) abort();
+  }
+  PKVM_STEP int step() {
+    int ret = b.env.mp.host_share_guest(u32(g), pfn, 0x101, 1);
+    return ret ? ret : b.env.mp.host_unshare_guest(u32(g), 0x101, 1);
+  }
+  bool due() const { return false; }
+  void refill() {}
+  BenchEnv b;
+  int g = -1;
+  u64 pfn = (kAnchor + kPage) >> kShift;
+};
+
+// Times `Fixture::step`, with its TLBIs and barriers per operation.
+template <typename Fixture, typename... Args>
+void run(benchmark::State& s, Args... args) {
+  Fixture f(args...);
+  Counts c(f.b.env.plat);
   for (auto _ : s) {
-    const int ret = b.env.mp.host_stage2_idmap(kBase + blk * k2M);
+    const int ret = f.step();
     if (ret) {
-      check(s, ret, "idmap");
+      check(s, ret, "operation");
       break;
     }
-    if (++blk == kBlocks) {
+    if (f.due()) {
       s.PauseTiming();
       c.pause();
-      blk = 0;
-      b.env.mp.host_pgt().stage2_unmap(Ipa(kBase), kBlocks * k2M);
+      f.refill();
       c.resume();
       s.ResumeTiming();
     }
   }
   c.report(s);
 }
-BENCHMARK(BM_HostStage2Idmap_Block2M)->Unit(benchmark::kNanosecond)->Repetitions(5)->MinTime(0.2);
 
-// host_share_hyp + host_unshare_hyp of `range(0)` pages at page offset
-// `range(1)` from a 2 MiB boundary, next to an anchor in the same 1 GiB.
+void BM_HostStage2Idmap_Page(benchmark::State& s) { run<IdmapPage>(s); }
+BENCHMARK(BM_HostStage2Idmap_Page)->Unit(benchmark::kNanosecond)->Repetitions(5)->MinTime(0.2);
+void BM_HostStage2Idmap_Block2M(benchmark::State& s) { run<IdmapBlock2M>(s); }
+BENCHMARK(BM_HostStage2Idmap_Block2M)->Unit(benchmark::kNanosecond)->Repetitions(5)->MinTime(0.2);
 void BM_ShareUnshareHyp(benchmark::State& s) {
-  BenchEnv b;
-  const u64 nr = u64(s.range(0)), off = u64(s.range(1));
-  constexpr u64 kAnchor = 0x51000000;
-  b.anchor(kAnchor);
-  // One page: in the anchor's 2 MiB (its level-3 tables exist on both sides).
-  // 512 pages: the next 2 MiB (block at level 2; or pages across two level-3
-  // tables when not aligned).
-  const u64 pfn = (nr == 1 ? kAnchor + kPage : kAnchor + k2M + off * kPage) >> kShift;
-  Counts c(b.env.plat);
-  for (auto _ : s) {
-    int ret = b.env.mp.host_share_hyp(pfn, nr);
-    if (!ret) ret = b.env.mp.host_unshare_hyp(pfn, nr);
-    if (ret) {
-      check(s, ret, "share/unshare");
-      break;
-    }
-  }
-  c.report(s);
+  run<ShareUnshareHyp>(s, u64(s.range(0)), u64(s.range(1)));
   s.SetItemsProcessed(s.iterations() * s.range(0));
 }
 BENCHMARK(BM_ShareUnshareHyp)->Args({1, 0})->Unit(benchmark::kNanosecond)->Repetitions(5)->MinTime(0.2);
 BENCHMARK(BM_ShareUnshareHyp)->Args({512, 0})->Unit(benchmark::kMicrosecond)->Repetitions(5)->MinTime(0.2);
 BENCHMARK(BM_ShareUnshareHyp)->Args({512, 1})->Unit(benchmark::kMicrosecond)->Repetitions(5)->MinTime(0.2);
-
-// host_donate_hyp + hyp_donate_host (which zeroes the page) of one page next
-// to an anchor.
-void BM_DonateDonateBack(benchmark::State& s) {
-  BenchEnv b;
-  // Inside the arena's data pages: hyp_donate_host zeroes the page through
-  // the hypervisor's mapping, so it must be real (simulated) memory.
-  const u64 kAnchor = b.env.plat.data_base().value() + k2M;
-  b.anchor(kAnchor);
-  const u64 pfn = (kAnchor + kPage) >> kShift;
-  Counts c(b.env.plat);
-  for (auto _ : s) {
-    int ret = b.env.mp.host_donate_hyp(pfn, 1);
-    if (!ret) ret = b.env.mp.hyp_donate_host(pfn, 1);
-    if (ret) {
-      check(s, ret, "donate");
-      break;
-    }
-  }
-  c.report(s);
-}
+void BM_DonateDonateBack(benchmark::State& s) { run<DonateDonateBack>(s); }
 BENCHMARK(BM_DonateDonateBack)->Unit(benchmark::kNanosecond)->Repetitions(5)->MinTime(0.2);
-
-// host_share_guest + host_unshare_guest of one page (for comparison).
-void BM_ShareUnshareGuest(benchmark::State& s) {
-  BenchEnv b;
-  constexpr u64 kAnchor = 0x54000000;
-  b.anchor(kAnchor);
-  const int g = b.env.mp.guest_create();
-  if (g < 0) abort();
-  if (b.env.mp.host_share_guest(u32(g), (kAnchor >> kShift) + 2, 0x100, 1)) abort();  // keeps guest tables
-  const u64 pfn = (kAnchor + kPage) >> kShift;
-  Counts c(b.env.plat);
-  for (auto _ : s) {
-    int ret = b.env.mp.host_share_guest(u32(g), pfn, 0x101, 1);
-    if (!ret) ret = b.env.mp.host_unshare_guest(u32(g), 0x101, 1);
-    if (ret) {
-      check(s, ret, "share/unshare guest");
-      break;
-    }
-  }
-  c.report(s);
-}
+void BM_ShareUnshareGuest(benchmark::State& s) { run<ShareUnshareGuest>(s); }
 BENCHMARK(BM_ShareUnshareGuest)->Unit(benchmark::kNanosecond)->Repetitions(5)->MinTime(0.2);
+
+// --count=CASE: `n` steps of one case after two warm-up steps (and no
+// refill inside the measured steps), for tools/bench_ir.sh.
+template <typename Fixture, typename... Args>
+int count_steps(long n, Args... args) {
+  Fixture f(args...);
+  for (int i = 0; i < 2; ++i)
+    if (f.step()) return 1;
+  for (long i = 0; i < n; ++i) {
+    if (f.step()) return 1;
+    if (f.due()) f.refill();
+  }
+  return 0;
+}
+
+int count_case(const std::string& name, long n) {
+  if (name == "idmap_page") return count_steps<IdmapPage>(n);
+  if (name == "idmap_block2m") return count_steps<IdmapBlock2M>(n);
+  if (name == "share_unshare_1") return count_steps<ShareUnshareHyp>(n, u64{1}, u64{0});
+  if (name == "share_unshare_512_aligned") return count_steps<ShareUnshareHyp>(n, u64{512}, u64{0});
+  if (name == "share_unshare_512_unaligned") return count_steps<ShareUnshareHyp>(n, u64{512}, u64{1});
+  if (name == "donate_donate_back") return count_steps<DonateDonateBack>(n);
+  if (name == "share_unshare_guest") return count_steps<ShareUnshareGuest>(n);
+  fprintf(stderr, "mem_protect_bench: unknown case '%s'\n", name.c_str());
+  return 2;
+}
 
 // --- Targets -------------------------------------------------------------------
 
@@ -245,6 +285,11 @@ const Target kTargets[] = {
 
 int main(int argc, char** argv) {
   using namespace pkvm::test;
+  // --count=CASE [--steps=N]: instruction-count mode (see count_case).
+  if (argc >= 2 && std::string(argv[1]).rfind("--count=", 0) == 0) {
+    const long n = argc >= 3 && std::string(argv[2]).rfind("--steps=", 0) == 0 ? atol(argv[2] + 8) : 1000;
+    return count_case(argv[1] + 8, n);
+  }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   TargetReporter rep;
