@@ -228,10 +228,12 @@ void SimPlatform::set_pool_limit(s64 pages) {
 void* SimPlatform::zalloc_page() { return alloc_block(0); }
 
 u64 SimPlatform::nr_free_pages() {
-  std::lock_guard<std::mutex> l(alloc_mu_);
+  // A snapshot, like the EL2 pool's count: two atomics, no lock (transitions
+  // ask on every call).
   const u64 used = in_use_.load(std::memory_order_relaxed);
+  const s64 limit = pool_limit_.load(std::memory_order_relaxed);
   u64 n = pool_pages_ - used;
-  if (pool_limit_ >= 0) n = u64(pool_limit_) > used ? std::min(n, u64(pool_limit_) - used) : 0;
+  if (limit >= 0) n = u64(limit) > used ? std::min(n, u64(limit) - used) : 0;
   return n;
 }
 
@@ -251,7 +253,8 @@ void* SimPlatform::alloc_block(u32 order) {
       fail_countdown_--;
     }
     const u64 used = in_use_.load(std::memory_order_relaxed);
-    if (inject || n > pool_pages_ || (pool_limit_ >= 0 && used + n > u64(pool_limit_))) {
+    const s64 limit = pool_limit_.load(std::memory_order_relaxed);
+    if (inject || n > pool_pages_ || (limit >= 0 && used + n > u64(limit))) {
       failed_allocs_.fetch_add(1, std::memory_order_relaxed);
       return nullptr;
     }
@@ -533,7 +536,7 @@ SimPlatform::Checkpoint SimPlatform::checkpoint() const {
   c.order = order_;
   c.free_stack = free_stack_;
   c.fail_countdown = fail_countdown_;
-  c.pool_limit = pool_limit_;
+  c.pool_limit = pool_limit_.load();
   c.fail_sticky = fail_sticky_;
   c.in_use = in_use_.load();
   c.allocs = allocs_.load();
@@ -556,7 +559,7 @@ void SimPlatform::rollback(const Checkpoint& c) {
   order_ = c.order;
   free_stack_ = c.free_stack;
   fail_countdown_ = c.fail_countdown;
-  pool_limit_ = c.pool_limit;
+  pool_limit_.store(c.pool_limit);
   fail_sticky_ = c.fail_sticky;
   in_use_.store(c.in_use);
   allocs_.store(c.allocs);

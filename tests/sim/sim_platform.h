@@ -328,7 +328,7 @@ class SimPlatform : public Platform {
   std::vector<u32> free_stack_;  // order-0 candidates; stale entries skipped lazily
   s64 fail_countdown_ = -1;
   bool fail_sticky_ = false;
-  s64 pool_limit_ = -1;
+  std::atomic<s64> pool_limit_{-1};  // written under alloc_mu_, read without it
   std::atomic<u64> in_use_{0};
   std::atomic<u64> allocs_{0};
   std::atomic<u64> frees_{0};
