@@ -93,10 +93,20 @@ struct Pgtable::Internal {
       d.addr = d.end < table_end ? d.end : table_end;
       return 0;
     }
+    // The map and unmap callbacks, known here, are inlined into the loop
+    // (the per-leaf call chain was most of a large map's time).
+    if (w.cb == map_cb) return leaf_loop(d, table, map_cb);
+    if (w.cb == unmap_cb) return leaf_loop(d, table, unmap_cb);
+    return leaf_loop(d, table, w.cb);
+  }
+
+  // Inlined, so `cb` is a constant at the two call sites above.
+  [[gnu::always_inline]] static int leaf_loop(WalkData& d, u64* table, WalkerFn cb) {
+    const Walker& w = *d.walker;
     for (u32 idx = index(d.addr, kLastLevel); idx < kPtrsPerTable && d.addr < d.end; ++idx) {
       for (;;) {
-        const int ret = w.cb(VisitCtx{d.pgt, &table[idx], load_pte(&table[idx]), d.addr, d.end, kLastLevel, w.flags, w.arg},
-                             kWalkLeaf);
+        const VisitCtx ctx{d.pgt, &table[idx], load_pte(&table[idx]), d.addr, d.end, kLastLevel, w.flags, w.arg};
+        const int ret = cb(ctx, kWalkLeaf);
         if (walk_continue(w.flags, ret)) break;
         if (!walk_retry(w.flags, ret)) return ret;
       }
@@ -472,7 +482,7 @@ struct Pgtable::Internal {
 
   // Installs a leaf (valid or annotated) at ctx, with the prejudgement of
   // seed 003: identical -> -EAGAIN, permissions only -> in-place update.
-  static int try_leaf(const VisitCtx& ctx, MapData& m) {
+  [[gnu::always_inline]] static int try_leaf(const VisitCtx& ctx, MapData& m) {
     Pgtable* pgt = ctx.pgt;
     const u64 new_pte = new_leaf(ctx, m);
     if (is_locked(ctx.old)) return -kEAGAIN;
@@ -530,7 +540,7 @@ struct Pgtable::Internal {
     return true;
   }
 
-  static int map_cb(const VisitCtx& ctx, u32 visit) {
+  [[gnu::always_inline]] static int map_cb(const VisitCtx& ctx, u32 visit) {
     MapData& m = *static_cast<MapData*>(ctx.arg);
     if (visit != kWalkLeaf) flush_refs(ctx.pgt, &m.refs);  // counts must be exact at table visits
     if (visit == kWalkTablePost) return free_if_empty(ctx);
@@ -564,7 +574,7 @@ struct Pgtable::Internal {
     RefBatch refs{};
   };
 
-  static int unmap_cb(const VisitCtx& ctx, u32 visit) {
+  [[gnu::always_inline]] static int unmap_cb(const VisitCtx& ctx, u32 visit) {
     auto& u = *static_cast<UnmapData*>(ctx.arg);
     if (visit == kWalkTablePost) {
       flush_refs(ctx.pgt, &u.refs);
