@@ -956,15 +956,26 @@ int FailingVisit(const VisitCtx& ctx, u32 visit) {
   return 0;
 }
 
-class WalkReturnCodeTest : public PgtableTest,
-                           public ::testing::WithParamInterface<std::tuple<WalkerType, int, u32>> {};
+// A row: walker type x callback result x kind of visit the callback fails,
+// over two pages mapped at [0x1ff000, 0x201000): two L3 tables under one L2.
+class WalkRowTest : public PgtableTest,
+                    public ::testing::WithParamInterface<std::tuple<WalkerType, int, u32>> {
+ protected:
+  void MapTwoTables() {
+    ASSERT_EQ(Map(0x1ff000, 2 * K4, 0x801ff000, kProtRW), 0);
+    l1 = RootVa()[0];
+    l2 = TableVa(l1);
+  }
+  u64 l1 = 0;
+  u64* l2 = nullptr;
+};
+
+class WalkReturnCodeTest : public WalkRowTest {};
 
 TEST_P(WalkReturnCodeTest, Row) {
   const auto [type, rc, kind] = GetParam();
-  // Two L3 tables; the walk [0x1ff000, 0x201000) visits:
-  ASSERT_EQ(Map(0x1ff000, 2 * K4, 0x801ff000, kProtRW), 0);
-  const u64 l1 = RootVa()[0];
-  u64* l2 = TableVa(l1);
+  // The walk [0x1ff000, 0x201000) visits:
+  ASSERT_NO_FATAL_FAILURE(MapTwoTables());
   const Visit pre1{kWalkTablePre, 1, 0x1ff000, l1};
   const Visit pre2a{kWalkTablePre, 2, 0x1ff000, l2[0]};
   const Visit leaf_a{kWalkLeaf, 3, 0x1ff000, 0x801ff000 | kS2RW | kPage};
@@ -1019,10 +1030,12 @@ std::string RowName(const ::testing::TestParamInfo<std::tuple<WalkerType, int, u
   return std::string(t[int(type)]) + "_" + r + "_" + k;
 }
 
+const auto kWalkerTypes = ::testing::Values(WalkerType::kExclusive, WalkerType::kExclusiveHandleFault,
+                                            WalkerType::kShared, WalkerType::kSharedHandleFault);
+const auto kCallbackResults = ::testing::Values(0, -kEAGAIN, -kENOENT, -kEINVAL, 1);
+
 INSTANTIATE_TEST_SUITE_P(Seed000, WalkReturnCodeTest,
-                         ::testing::Combine(::testing::Values(WalkerType::kExclusive, WalkerType::kExclusiveHandleFault,
-                                                              WalkerType::kShared, WalkerType::kSharedHandleFault),
-                                            ::testing::Values(0, -kEAGAIN, -kENOENT, -kEINVAL, 1),
+                         ::testing::Combine(kWalkerTypes, kCallbackResults,
                                             ::testing::Values(u32(kWalkLeaf), u32(kWalkTablePre),
                                                               u32(kWalkTablePost))),
                          RowName);
@@ -1031,14 +1044,11 @@ INSTANTIATE_TEST_SUITE_P(Seed000, WalkReturnCodeTest,
 // Pgtable::walk runs iteratively (walk_page): the visits must be the ones the
 // recursive walker makes, which the run with TABLE_PRE (recursive, its
 // TABLE_PRE visits left out of the log) shows side by side.
-class SinglePageWalkTest : public PgtableTest,
-                           public ::testing::WithParamInterface<std::tuple<WalkerType, int, u32>> {};
+class SinglePageWalkTest : public WalkRowTest {};
 
 TEST_P(SinglePageWalkTest, Row) {
   const auto [type, rc, kind] = GetParam();
-  ASSERT_EQ(Map(0x1ff000, 2 * K4, 0x801ff000, kProtRW), 0);
-  const u64 l1 = RootVa()[0];
-  u64* l2 = TableVa(l1);
+  ASSERT_NO_FATAL_FAILURE(MapTwoTables());
   const Visit leaf{kWalkLeaf, 3, 0x1ff000, 0x801ff000 | kS2RW | kPage};
   const Visit post2{kWalkTablePost, 2, 0x1ff000, l2[0]};
   const Visit post1{kWalkTablePost, 1, 0x1ff000, l1};
@@ -1077,9 +1087,7 @@ TEST_P(SinglePageWalkTest, Row) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seed000, SinglePageWalkTest,
-                         ::testing::Combine(::testing::Values(WalkerType::kExclusive, WalkerType::kExclusiveHandleFault,
-                                                              WalkerType::kShared, WalkerType::kSharedHandleFault),
-                                            ::testing::Values(0, -kEAGAIN, -kENOENT, -kEINVAL, 1),
+                         ::testing::Combine(kWalkerTypes, kCallbackResults,
                                             ::testing::Values(u32(kWalkLeaf), u32(kWalkTablePost))),
                          RowName);
 
