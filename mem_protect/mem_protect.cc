@@ -316,19 +316,11 @@ struct MemProtect::Impl {
   // --- Commit helpers -----------------------------------------------------------
 
   // Each helper writes the table and then mirrors the state into PageMeta.
+  // A write that failed (a bug, counted by commit()) may have changed part
+  // of the range or none of it: the mirror is then read back from the table,
+  // so later checks still see what the hardware sees.
 
-  static void host_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
-    commit(mp, mp.host_.stage2_map(Ipa(addr), size, PhysAddr(addr), kHostMemProt | state_prot(s), kHostMapFlags));
-    set_meta(mp, addr, size, [s](PageMeta& m) {
-      m.host_state = u8(s);
-      m.owner = kOwnerHost;
-    });
-  }
-
-  static void host_set_owner(MemProtect& mp, u64 addr, u64 size, u32 owner) {
-    commit(mp, mp.host_.stage2_set_owner(Ipa(addr), size, owner));
-    // Annotated with the host itself: an empty entry, a page the host owns.
-    const PageState s = owner == kOwnerHost ? PageState::kOwned : PageState::kNoPage;
+  static void set_host_meta(MemProtect& mp, u64 addr, u64 size, PageState s, u32 owner) {
     set_meta(mp, addr, size, [s, owner](PageMeta& m) {
       m.host_state = u8(s);
       m.owner = u8(owner);
@@ -339,13 +331,51 @@ struct MemProtect::Impl {
     set_meta(mp, addr, size, [s](PageMeta& m) { m.hyp_state_inv = u8(~u8(s) & 3); });
   }
 
+  static void host_meta_from_table(MemProtect& mp, u64 addr, u64 size) {
+    for_each_leaf(mp.host_, addr, size, [&](const VisitCtx& ctx) -> int {
+      const Range r = clip(ctx);
+      const bool annotated = !is_valid(ctx.old) && ctx.old != 0;
+      set_host_meta(mp, r.start, r.size(), host_state_of(ctx.old), annotated ? desc::owner(ctx.old) : kOwnerHost);
+      return 0;
+    });
+  }
+
+  static void hyp_meta_from_table(MemProtect& mp, u64 addr, u64 size) {
+    for_each_leaf(mp.hyp_, addr, size, [&](const VisitCtx& ctx) -> int {
+      const Range r = clip(ctx);
+      set_hyp_meta(mp, r.start, r.size(), mapped_state_of(ctx.old));
+      return 0;
+    });
+  }
+
+  static void host_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
+    const int ret =
+        mp.host_.stage2_map(Ipa(addr), size, PhysAddr(addr), kHostMemProt | state_prot(s), kHostMapFlags);
+    commit(mp, ret);
+    if (ret) return host_meta_from_table(mp, addr, size);
+    set_host_meta(mp, addr, size, s, kOwnerHost);
+  }
+
+  static void host_set_owner(MemProtect& mp, u64 addr, u64 size, u32 owner) {
+    const int ret = mp.host_.stage2_set_owner(Ipa(addr), size, owner);
+    commit(mp, ret);
+    if (ret) return host_meta_from_table(mp, addr, size);
+    // Annotated with the host itself: an empty entry, a page the host owns.
+    set_host_meta(mp, addr, size, owner == kOwnerHost ? PageState::kOwned : PageState::kNoPage, owner);
+  }
+
   static void hyp_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
-    commit(mp, mp.hyp_.hyp_map(Va(addr), size, PhysAddr(addr), kProtRW | state_prot(s), kMapSkipDcache | kMapSkipIcache));
+    const int ret =
+        mp.hyp_.hyp_map(Va(addr), size, PhysAddr(addr), kProtRW | state_prot(s), kMapSkipDcache | kMapSkipIcache);
+    commit(mp, ret);
+    if (ret) return hyp_meta_from_table(mp, addr, size);
     set_hyp_meta(mp, addr, size, s);
   }
 
   static void hyp_unmap(MemProtect& mp, u64 addr, u64 size) {
-    commit(mp, mp.hyp_.hyp_unmap(Va(addr), size));
+    const int ret = mp.hyp_.hyp_unmap(Va(addr), size);
+    commit(mp, ret);
+    if (ret) return hyp_meta_from_table(mp, addr, size);
     set_hyp_meta(mp, addr, size, PageState::kNoPage);
   }
 
@@ -638,13 +668,11 @@ int MemProtect::host_stage2_idmap(u64 addr) {
   }
   if (ret == -kENOMEM) {
     // Recycling unmaps and frees: that needs the lock to ourselves. First
-    // drop the empty tables the shared attempt may have left on its way
-    // (shared walkers never free), then recycle and retry once.
+    // free the empty tables the shared attempt may have left on its way
+    // (shared walkers never free), and nothing else: between the two holds
+    // a transition may have annotated or shared pages of the same block.
     Exclusive h(cfg_.host_lock);
-    u64 pte = 0;
-    u32 l = 0;
-    if (host_.get_leaf(addr, &pte, &l) == 0 && !is_valid(pte) && pte == 0)
-      host_.stage2_unmap(Ipa(block.start), block.size());
+    host_.stage2_free_empty_tables(Ipa(block.start), block.size());
     I::recycle(*this, max_new_tables(host_.start_level(), addr, kPageSize, addr, false));
     ret = I::idmap_try(*this, addr, &level, 0);
   }

@@ -822,6 +822,13 @@ int Pgtable::stage2_unmap(Ipa ipa, u64 size) {
   return I::unmap_walk(this, ipa.value(), size);
 }
 
+int Pgtable::stage2_free_empty_tables(Ipa ipa, u64 size) {
+  if (format_ != Format::kStage2) return -kEINVAL;
+  if (!ipa.is_aligned(kPageSize) || (size & (kPageSize - 1))) return -kEINVAL;
+  I::prune(this, ipa.value(), size);
+  return 0;
+}
+
 int Pgtable::stage2_relax_perms(Ipa ipa, u32 prot, u32 flags) {
   if (format_ != Format::kStage2) return -kEINVAL;
   u64 set = 0, clr = 0;

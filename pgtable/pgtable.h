@@ -133,6 +133,11 @@ class Pgtable {
   /// Stage 2: removes mappings and annotations from [ipa, ipa + size),
   /// splitting blocks that straddle the range and freeing empty tables.
   int stage2_unmap(Ipa ipa, u64 size);
+  /// Stage 2: frees the empty tables under [ipa, ipa + size) and changes no
+  /// other entry: drops what a failed shared walk installed on its way
+  /// (shared walkers never free) without touching entries that others may
+  /// have written since. Exclusive: needs the caller's lock.
+  int stage2_free_empty_tables(Ipa ipa, u64 size);
   /// Stage 2: replaces [ipa, ipa + size) by invalid entries annotated with
   /// `owner_id` (0 clears the annotation), as blocks where alignment allows.
   int stage2_set_owner(Ipa ipa, u64 size, u32 owner_id);

@@ -50,7 +50,9 @@ class Platform {
     for (u32 i = 0; i < n; ++i) get_page(va);
   }
   /// Drops `n` references from the page containing `va` at once, freeing
-  /// the page when the count reaches zero (as n put_page calls would).
+  /// the page when the count reaches zero. A count below `n` is an
+  /// accounting error: the count is left as it is (a page leaked is safer
+  /// than a table page freed while still in use); the simulator reports it.
   virtual void put_page_refs(void* va, u32 n) {
     for (u32 i = 0; i < n; ++i) put_page(va);
   }

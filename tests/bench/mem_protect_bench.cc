@@ -214,8 +214,9 @@ BENCHMARK(BM_DonateDonateBack)->Unit(benchmark::kNanosecond)->Repetitions(5)->Mi
 void BM_ShareUnshareGuest(benchmark::State& s) { run<ShareUnshareGuest>(s); }
 BENCHMARK(BM_ShareUnshareGuest)->Unit(benchmark::kNanosecond)->Repetitions(5)->MinTime(0.2);
 
-// --count=CASE: `n` steps of one case after two warm-up steps (and no
-// refill inside the measured steps), for tools/bench_ir.sh.
+// --count=CASE: `n` steps of one case after two warm-up steps, for
+// tools/bench_ir.sh (which counts step() only: refills in between are not
+// counted, as they are not timed).
 template <typename Fixture, typename... Args>
 int count_steps(long n, Args... args) {
   Fixture f(args...);

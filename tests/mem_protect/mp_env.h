@@ -49,6 +49,7 @@ struct EnvConfig {
   u32 guest_start_level = 1;
   bool attach_bbm = true;  ///< benchmarks run without the checker (it sees every event)
   bool exclusive_aborts = false;  ///< host aborts under the exclusive lock (comparison baseline)
+  RwLock* host_lock = nullptr;    ///< a test's own host lock (default: the per-CPU one, as at EL2)
 };
 
 class Env {
@@ -77,7 +78,7 @@ class Env {
     mc.meta = meta.data();
     mc.meta_base_pfn = meta_base;
     mc.meta_nr = meta.size();
-    mc.host_lock = &host_lock;
+    mc.host_lock = c.host_lock ? c.host_lock : &host_lock;
     mc.exclusive_aborts = c.exclusive_aborts;
     mc.hyp_lock = &hyp_lock;
     for (u32 i = 0; i < kMaxGuests; ++i) mc.guest_locks[i] = &guest_locks[i];

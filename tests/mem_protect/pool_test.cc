@@ -6,6 +6,9 @@
 // half-way (stats().internal_errors stays 0).
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <utility>
+
 #include "tests/mem_protect/mp_env.h"
 
 namespace pkvm::test {
@@ -303,6 +306,85 @@ TEST_F(PoolTest, AbortWithNothingToRecycleIsEnomem) {
   // Blocks that need no table still map.
   EXPECT_EQ(env.mp.host_stage2_idmap(0xc0000000), 0);
   EXPECT_EQ(env.mp.host_stage2_idmap(env.data_pfn() << desc::kPageShift | 0x1000), 0);
+}
+
+// The host lock, with a hook that runs once just before the next exclusive
+// acquisition: it places a transition in the window where the abort path
+// has dropped its shared hold and waits for the exclusive one.
+class WindowLock final : public RwLock {
+ public:
+  void lock() override {
+    if (hook) std::exchange(hook, nullptr)();
+    inner.lock();
+  }
+  void unlock() override { inner.unlock(); }
+  void lock_shared() override { inner.lock_shared(); }
+  void unlock_shared() override { inner.unlock_shared(); }
+  std::function<void()> hook;
+  sim::SimRwLock inner;
+};
+
+// An abort whose shared attempt ran out of table pages frees only the empty
+// tables it may have left: a transition that ran between its shared and its
+// exclusive hold keeps what it wrote (here: a donation in the same 2 MiB,
+// which an unmap of the abort's block would have wiped, leaving the page
+// mappable by the host while the hypervisor owns it).
+TEST(AbortRetry, KeepsWhatATransitionWroteBetweenItsHolds) {
+  WindowLock lock;
+  EnvConfig c;
+  c.host_lock = &lock;
+  Env env(c);
+  ASSERT_EQ(env.init_ret, 0);
+  constexpr u64 kR1 = 0x80000000;  // R1: 2 MiB of memory in an empty 1 GiB entry
+  env.plat.fail_alloc_after(0);    // the shared attempt's level-2 table
+  int donated = 1;
+  lock.hook = [&] { donated = env.mp.host_donate_hyp((kR1 >> desc::kPageShift) + 1, 1); };
+  EXPECT_EQ(env.mp.host_stage2_idmap(kR1), 0);  // retried under the exclusive hold: a page now
+  EXPECT_EQ(donated, 0);
+  EXPECT_EQ(env.host_pte(kR1 + kPage), desc::make_owner(kOwnerHyp));
+  const PageMeta* m = env.mp.meta((kR1 >> desc::kPageShift) + 1);
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(meta_host_state(*m), PageState::kNoPage);
+  EXPECT_EQ(m->owner, kOwnerHyp);
+  EXPECT_EQ(env.mp.host_stage2_idmap(kR1 + kPage), -kEPERM);
+  EXPECT_TRUE(desc::is_valid(env.host_pte(kR1)));
+  EXPECT_EQ(env.mp.stats().internal_errors, 0u);
+  EXPECT_EQ(env.bbm.finish(), 0u) << env.bbm.report();
+}
+
+// A commit that fails although the pool was checked (here: an allocation
+// failure the pool could not predict) is a bug, counted in internal_errors;
+// the state mirror then follows the table, not the intent, so later checks
+// still see what the hardware sees.
+TEST(CommitFailure, MirrorFollowsTheTable) {
+  Env env;
+  ASSERT_EQ(env.init_ret, 0);
+  constexpr u64 kPfn = 0x80000000 >> desc::kPageShift;  // R1: its annotation needs new tables
+  env.plat.fail_alloc_after(0);
+  EXPECT_EQ(env.mp.host_donate_hyp(kPfn, 1), 0);  // the host side failed, the hyp side went in
+  EXPECT_EQ(env.mp.stats().internal_errors, 1u);
+  EXPECT_EQ(env.host_pte(kPfn << desc::kPageShift), 0u);  // not annotated: the host still owns it
+  const PageMeta* m = env.mp.meta(kPfn);
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(meta_host_state(*m), PageState::kOwned);
+  EXPECT_EQ(m->owner, kOwnerHost);
+  EXPECT_EQ(meta_hyp_state(*m), PageState::kOwned);
+  // A commit that fails on the hypervisor's side: a page of R0 whose host
+  // side takes two new tables (they succeed) and whose hyp side takes two
+  // more (the first fails). Its hyp mirror follows its hyp table.
+  constexpr u64 kX = 0x40400000 >> desc::kPageShift;
+  env.plat.fail_alloc_after(2);
+  EXPECT_EQ(env.mp.host_share_hyp(kX, 1), 0);
+  EXPECT_EQ(env.mp.stats().internal_errors, 2u);
+  u64 pte = 1;
+  u32 level = 0;
+  ASSERT_EQ(env.mp.hyp_pgt().get_leaf(kX << desc::kPageShift, &pte, &level), 0);
+  EXPECT_EQ(pte, 0u);
+  const PageMeta* x = env.mp.meta(kX);
+  ASSERT_NE(x, nullptr);
+  EXPECT_EQ(meta_hyp_state(*x), PageState::kNoPage);
+  EXPECT_EQ(meta_host_state(*x), PageState::kSharedOwned);
+  EXPECT_TRUE(desc::is_valid(env.host_pte(kX << desc::kPageShift)));
 }
 
 TEST_F(PoolTest, GuestCreateWithoutPoolPagesConsumesNoSlot) {

@@ -731,6 +731,23 @@ TEST_F(PgtableTest, ClearingOwnerFreesTables) {
   EXPECT_EQ(Count(m, EventType::kFree), 2u);
 }
 
+// stage2_free_empty_tables: what a shared walk that ran out of pages left
+// (a table it installed and could not fill) goes; entries stay, and so do
+// the tables that hold them.
+TEST_F(PgtableTest, FreeEmptyTablesFreesOnlyEmptyTables) {
+  ASSERT_EQ(pgt_.stage2_set_owner(Ipa(0x5000), K4, 3), 0);  // tables under root entry 0
+  const u64 pages = plat_.pages_in_use();
+  plat_.fail_alloc_after(1);  // the level-2 table goes in, its level-3 table fails
+  ASSERT_EQ(Map(G1 + 3 * M2, K4, 0x80000000, kProtRW, kWalkShared), -kENOMEM);
+  ASSERT_TRUE(desc::is_table(RootVa()[1], 1));  // shared walkers never free
+  EXPECT_EQ(plat_.pages_in_use(), pages + 1);
+  ASSERT_EQ(pgt_.stage2_free_empty_tables(Ipa(0), 2 * G1), 0);
+  EXPECT_EQ(RootVa()[1], 0u);
+  EXPECT_EQ(plat_.pages_in_use(), pages);
+  EXPECT_EQ(RawEntry(0x5000, 3), 0x0cu);  // the annotation and its tables stay
+  EXPECT_EQ(pgt_.stage2_free_empty_tables(Ipa(0x1000), 3), -kEINVAL);  // not whole pages
+}
+
 TEST_F(PgtableTest, SetOwnerOverTableCoalesces) {
   ASSERT_EQ(Map(M2, K4, 0x80200000, kProtRW), 0);
   ASSERT_EQ(Map(M2 + 8 * K4, K4, 0x80208000, kProtRW), 0);
