@@ -1058,6 +1058,31 @@ TEST(PerCpuRwLock, ReadersShareAndAWriterWaitsForThem) {
   writer.join();
 }
 
+// Fairness towards readers: a reader that found a writer in registers as
+// waiting, and the next writer lets it in first. Without that, a CPU issuing
+// transitions back to back could keep host aborts out (the writer here
+// re-takes the lock the moment it drops it).
+TEST(PerCpuRwLock, AWaitingReaderGetsInBeforeTheNextWriter) {
+  SimRwLock lock;
+  lock.lock();
+  std::atomic<bool> starting{false}, reader_in{false};
+  std::thread reader([&] {
+    starting = true;
+    lock.lock_shared();  // waits for our hold, registered as waiting
+    reader_in = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    lock.unlock_shared();
+  });
+  ASSERT_TRUE(wait_for(starting));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // it is waiting by now
+  EXPECT_FALSE(reader_in.load());
+  lock.unlock();
+  lock.lock();  // right behind: returns only once the reader has been in and left
+  EXPECT_TRUE(reader_in.load()) << "the writer overtook a waiting reader";
+  lock.unlock();
+  reader.join();
+}
+
 // Per-CPU counters add up whatever CPU counted.
 TEST(PerCpuCounters, SumAddsEveryCpusCopy) {
   struct C {
