@@ -116,6 +116,14 @@ struct MemProtect::Impl {
     return check_meta(mp, addr, size, [want](const PageMeta& m) { return meta_hyp_state(m) == want; });
   }
 
+  // Both sides in one pass over the mirror (the transitions between the host
+  // and the hypervisor check both over the same pages).
+  static int check_host_hyp(MemProtect& mp, u64 addr, u64 size, PageState host, PageState hyp) {
+    return check_meta(mp, addr, size, [host, hyp](const PageMeta& m) {
+      return meta_host_state(m) == host && meta_hyp_state(m) == hyp;
+    });
+  }
+
   // 0 when every page of the range is annotated with `owner` in the host stage 2.
   static int check_host_owner(MemProtect& mp, u64 addr, u64 size, u32 owner) {
     return check_meta(mp, addr, size, [owner](const PageMeta& m) {
@@ -640,8 +648,7 @@ int MemProtect::hyp_reserve(u64 pfn, u64 nr) {
   if (!cfg_.memmap->in_one_region(addr, size, nullptr)) return -kEINVAL;
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
-  int ret = I::check_host(*this, addr, size, PageState::kOwned);
-  if (!ret) ret = I::check_hyp(*this, addr, size, PageState::kNoPage);
+  int ret = I::check_host_hyp(*this, addr, size, PageState::kOwned, PageState::kNoPage);
   if (ret) return ret;
   ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, false));
   if (ret) return ret;
@@ -693,8 +700,7 @@ int MemProtect::host_share_hyp(u64 pfn, u64 nr) {
   const u64 addr = pfn << kPageShift, size = nr << kPageShift;
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
-  ret = I::check_host(*this, addr, size, PageState::kOwned);
-  if (!ret) ret = I::check_hyp(*this, addr, size, PageState::kNoPage);
+  ret = I::check_host_hyp(*this, addr, size, PageState::kOwned, PageState::kNoPage);
   if (!ret)
     ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, false) + I::tables_for(hyp_, addr, size, addr, false));
   if (!ret) {
@@ -710,8 +716,7 @@ int MemProtect::host_unshare_hyp(u64 pfn, u64 nr) {
   const u64 addr = pfn << kPageShift, size = nr << kPageShift;
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
-  ret = I::check_host(*this, addr, size, PageState::kSharedOwned);
-  if (!ret) ret = I::check_hyp(*this, addr, size, PageState::kSharedBorrowed);
+  ret = I::check_host_hyp(*this, addr, size, PageState::kSharedOwned, PageState::kSharedBorrowed);
   for (u64 p = pfn; !ret && p < pfn + nr; ++p)
     if (meta(p)->pin_count) ret = -kEBUSY;
   if (!ret)
@@ -730,8 +735,7 @@ int MemProtect::host_donate_hyp(u64 pfn, u64 nr) {
   const u64 addr = pfn << kPageShift, size = nr << kPageShift;
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
-  ret = I::check_host(*this, addr, size, PageState::kOwned);
-  if (!ret) ret = I::check_hyp(*this, addr, size, PageState::kNoPage);
+  ret = I::check_host_hyp(*this, addr, size, PageState::kOwned, PageState::kNoPage);
   if (!ret)
     ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, false));
   if (!ret) {
