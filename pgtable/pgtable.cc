@@ -147,7 +147,8 @@ struct Pgtable::Internal {
     const u32 flags = w.flags;
     const u32 start_level = d.pgt->start_level_;
     const u64 start = d.addr;
-    VisitCtx path[kLastLevel + 1];   // the table entries descended through
+    u64* path[kLastLevel + 1];       // the table entries descended through,
+    u64 path_pte[kLastLevel + 1];    // their values,
     u64* tables[kLastLevel + 1];     // and the tables holding them
     u64* table = root;
     u32 level = start_level;
@@ -166,8 +167,9 @@ struct Pgtable::Internal {
           }
           if (!is_table(pte, level)) break;  // else: the callback made a table; walk it
         }
-        // A table entry's context is kept only for its TABLE_POST visit.
-        if (flags & kWalkTablePost) path[level] = VisitCtx{d.pgt, ptep, pte, start, d.end, level, flags, w.arg};
+        // Kept for the TABLE_POST visit on the way up.
+        path[level] = ptep;
+        path_pte[level] = pte;
         tables[level] = table;
         table = table_va(d.pgt, pte);
         ++level;
@@ -178,7 +180,8 @@ struct Pgtable::Internal {
       bool retried = false;
       while (level > start_level) {
         --level;
-        const int ret = w.cb(path[level], kWalkTablePost);
+        const int ret = w.cb(VisitCtx{d.pgt, path[level], path_pte[level], start, d.end, level, flags, w.arg},
+                             kWalkTablePost);
         if (walk_continue(flags, ret)) continue;
         if (!walk_retry(flags, ret)) return ret;
         d.addr = start;
@@ -565,10 +568,17 @@ struct Pgtable::Internal {
   // issued together, completed once), more by one table-wide invalidation (the
   // range-versus-all trade Linux makes at 512 entries; the hypervisor's and
   // the host's working sets are small, so the cut is lower here).
+  //
+  // A table can become empty only if the walk cleared one of its entries, so
+  // TABLE_POST checks a child table only when the walk wrote at the child's
+  // level since the previous TABLE_POST at the parent's level (those writes
+  // all went into this child: the walk is depth first). A one-page unmap then
+  // checks one table, not one per level.
   static constexpr u32 kDeferredTlbis = 32;
   struct UnmapData {
     u32 n = 0;
     bool all = false;
+    u32 written = 0;  // bit L: an entry at level L was cleared since the last TABLE_POST at level L - 1
     u64 addr[kDeferredTlbis];
     u32 level[kDeferredTlbis];
     RefBatch refs{};
@@ -577,11 +587,15 @@ struct Pgtable::Internal {
   [[gnu::always_inline]] static int unmap_cb(const VisitCtx& ctx, u32 visit) {
     auto& u = *static_cast<UnmapData*>(ctx.arg);
     if (visit == kWalkTablePost) {
+      const u32 child_bit = 1u << (ctx.level + 1);
+      if (!(u.written & child_bit)) return 0;  // child untouched: as full as before
+      u.written &= ~child_bit;
       flush_refs(ctx.pgt, &u.refs);
       free_if_empty(ctx);
       // Freeing a table invalidated the whole VMID (EL2): that covers every
       // leaf cleared so far.
       if (__atomic_load_n(ctx.ptep, __ATOMIC_RELAXED) == 0) {
+        u.written |= 1u << ctx.level;
         u.n = 0;
         u.all = false;
       }
@@ -597,6 +611,7 @@ struct Pgtable::Internal {
     }
     set_pte(ctx, 0);  // exclusive walk: a plain store, cannot fail
     adjust_refcount(ctx, ctx.old, 0, &u.refs);
+    u.written |= 1u << ctx.level;
     if (is_valid(ctx.old)) {
       if (u.n < kDeferredTlbis) {
         u.addr[u.n] = base;

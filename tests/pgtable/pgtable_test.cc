@@ -650,6 +650,50 @@ TEST_F(PgtableTest, UnmapKeepsTablesStillInUse) {
   EXPECT_TRUE(Log(m).empty());
 }
 
+
+// An unmap checks only the tables it wrote into for emptiness; across
+// several level-3 tables under one level-2 table, every table the walk
+// empties is freed (and the parents it empties in turn), none other.
+TEST_F(PgtableTest, UnmapAcrossTablesFreesExactlyWhatItEmptied) {
+  const u64 a = 0, b = M2, c = 2 * M2;  // three level-3 tables under the level-2 table of [0, 1G)
+  struct Case {
+    const char* name;
+    u64 unmap_start, unmap_size;
+    bool b_gone_before;           // the walk passes b's level-2 entry already invalid
+    bool a_left, b_left, c_left;  // level-3 tables expected after the unmap
+  };
+  const Case cases[] = {
+      {"first emptied, second touched", a, M2 + K4, false, false, true, true},
+      {"first touched, second emptied", a + K4, M2 + M2 - K4, false, true, false, true},
+      {"middle emptied only", b, M2, false, true, false, true},
+      {"first and last emptied, middle untouched", a, 3 * M2, true, false, false, false},
+      {"last two emptied", b, 2 * M2, false, true, false, false},
+      {"all three emptied", a, 3 * M2, false, false, false, false},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.name);
+    // Two pages in each level-3 table, 1 MiB apart.
+    for (u64 t : {a, b, c}) {
+      ASSERT_EQ(Map(t, K4, 0x80000000 + t, kProtRW), 0);
+      ASSERT_EQ(Map(t + M2 / 2, K4, 0x80000000 + t + M2 / 2, kProtRW), 0);
+    }
+    if (k.b_gone_before) {
+      ASSERT_EQ(pgt_.stage2_unmap(Ipa(b), M2), 0);
+    }
+    ASSERT_EQ(pgt_.stage2_unmap(Ipa(k.unmap_start), k.unmap_size), 0);
+    if (k.a_left || k.b_left || k.c_left) {
+      ASSERT_TRUE(desc::is_table(RawEntry(0, 1), 1));
+      EXPECT_EQ(desc::is_table(RawEntry(a, 2), 2), k.a_left);
+      EXPECT_EQ(desc::is_table(RawEntry(b, 2), 2), k.b_left);
+      EXPECT_EQ(desc::is_table(RawEntry(c, 2), 2), k.c_left);
+    } else {
+      EXPECT_EQ(RootVa()[0], 0u) << "the level-2 table and its parent emptied too";
+    }
+    CheckTables();
+    ASSERT_EQ(pgt_.stage2_unmap(Ipa(0), 3 * M2), 0);
+    EXPECT_EQ(RootVa()[0], 0u);
+  }
+}
 // ---------------------------------------------------------------------------
 // Ownership annotations
 // ---------------------------------------------------------------------------
