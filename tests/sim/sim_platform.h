@@ -298,6 +298,7 @@ class SimPlatform : public Platform {
   enum PageState : u8 { kFreePage = 0, kHead, kTail, kFreeing };
 
   void fail(const std::string& msg);
+  [[gnu::noinline, gnu::cold]] void phys_to_virt_outside(PhysAddr pa);
   void violation(std::string msg);
   void record(Event e);
   void* alloc_block(u32 order);
