@@ -195,7 +195,13 @@ struct Pgtable::Internal {
 
   // --- Descriptor updates ---------------------------------------------------
 
-  static void note(const VisitCtx& ctx, u64 old, u64 new_pte) {
+  // The leaf callbacks hand a copy of their context to the out-of-line paths
+  // they rarely take: the context of the common path then never has its
+  // address taken, stays in registers, and the leaf loop does not store a
+  // whole context to memory for each entry.
+  static VisitCtx copy(const VisitCtx& ctx) { return ctx; }
+
+  [[gnu::always_inline]] static void note(const VisitCtx& ctx, u64 old, u64 new_pte) {
     ctx.pgt->platform_->pte_written(ctx.ptep, old, new_pte, align_down(ctx.addr, granule_size(ctx.level)),
                                     ctx.level, ctx.pgt->vmid_);
   }
@@ -204,7 +210,7 @@ struct Pgtable::Internal {
 
   // Writes `new_pte` over `ctx.old`: a CAS for shared walkers (false when
   // another walker got there first), a plain release store otherwise.
-  static bool set_pte(const VisitCtx& ctx, u64 new_pte) {
+  [[gnu::always_inline]] static bool set_pte(const VisitCtx& ctx, u64 new_pte) {
     if (shared(ctx)) {
       if (!cas_pte(ctx.ptep, ctx.old, new_pte)) return false;
     } else {
@@ -279,7 +285,7 @@ struct Pgtable::Internal {
 
   // The table page's count follows its counted entries: at once, or through
   // `refs` when the caller batches.
-  static void adjust_refcount(const VisitCtx& ctx, u64 old, u64 new_pte, RefBatch* refs = nullptr) {
+  [[gnu::always_inline]] static void adjust_refcount(const VisitCtx& ctx, u64 old, u64 new_pte, RefBatch* refs = nullptr) {
     const s32 delta = s32(is_counted(new_pte)) - s32(is_counted(old));
     if (delta == 0) return;
     if (refs) {
@@ -498,7 +504,7 @@ struct Pgtable::Internal {
       // restriction must reach every CPU; a pure relaxation only risks a
       // spurious fault locally; software bits are invisible to the hardware,
       // so a change of those alone needs no invalidation at all.
-      icache_if_exec_gained(ctx, ctx.old, new_pte);
+      icache_if_exec_gained(copy(ctx), ctx.old, new_pte);
       if (!set_pte(ctx, new_pte)) return -kEAGAIN;
       if ((ctx.old ^ new_pte) & m.perm_mask) {
         pgt->platform_->barrier(Barrier::kDsbIshst);
@@ -507,8 +513,8 @@ struct Pgtable::Internal {
       ++m.leaf_writes;
       return 0;
     }
-    cmo_for_map(ctx, new_pte, m);
-    if (!replace_pte(ctx, new_pte, &m.refs)) return -kEAGAIN;
+    cmo_for_map(copy(ctx), new_pte, m);
+    if (!replace_pte(copy(ctx), new_pte, &m.refs)) return -kEAGAIN;
     ++m.leaf_writes;
     return 0;
   }
@@ -553,7 +559,7 @@ struct Pgtable::Internal {
     }
     if (leaf_allowed(ctx, m)) return try_leaf(ctx, m);
     if (m.annotate && ctx.old == m.annotation) return 0;  // already carries it; no split needed
-    return ensure_table(ctx);
+    return ensure_table(copy(ctx));
   }
 
   // --- Unmap -----------------------------------------------------------------
@@ -607,7 +613,7 @@ struct Pgtable::Internal {
     const u64 base = align_down(ctx.addr, g);
     if (base < ctx.addr || ctx.end - base < g) {
       // The range covers only part of this block: split so the rest survives.
-      return ensure_table(ctx);
+      return ensure_table(copy(ctx));
     }
     set_pte(ctx, 0);  // exclusive walk: a plain store, cannot fail
     adjust_refcount(ctx, ctx.old, 0, &u.refs);

@@ -486,6 +486,11 @@ void SimPlatform::pte_written(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level
   bump(&mine().pte_writes);
   if (!recording_.load(std::memory_order_relaxed) && observer_count_.load(std::memory_order_acquire) == 0)
     return;  // skip the translation too: benchmarks call this on every store
+  record_pte_write(ptep, old, new_pte, ia, level, vmid);
+}
+
+// Out of line: the counting-only path above stays without a frame.
+void SimPlatform::record_pte_write(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level, u32 vmid) {
   Event e;
   e.type = EventType::kPteWrite;
   e.ptep_pa = virt_to_phys(ptep).value();

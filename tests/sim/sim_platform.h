@@ -299,6 +299,7 @@ class SimPlatform : public Platform {
 
   void fail(const std::string& msg);
   [[gnu::noinline, gnu::cold]] void phys_to_virt_outside(PhysAddr pa);
+  [[gnu::noinline]] void record_pte_write(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level, u32 vmid);
   void violation(std::string msg);
   void record(Event e);
   void* alloc_block(u32 order);
