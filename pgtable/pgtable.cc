@@ -143,6 +143,13 @@ struct Pgtable::Internal {
   // walk_table's recursion (pgtable_test compares the two), without a
   // recursive call and a loop per level.
   static int walk_page(WalkData& d, u64* root) {
+    // As in walk_leaves: the map and unmap callbacks inlined into the loop.
+    if (d.walker->cb == map_cb) return page_loop(d, root, map_cb);
+    if (d.walker->cb == unmap_cb) return page_loop(d, root, unmap_cb);
+    return page_loop(d, root, d.walker->cb);
+  }
+
+  [[gnu::always_inline]] static int page_loop(WalkData& d, u64* root, WalkerFn cb) {
     const Walker& w = *d.walker;
     const u32 flags = w.flags;
     const u32 start_level = d.pgt->start_level_;
@@ -159,7 +166,7 @@ struct Pgtable::Internal {
         u64 pte = load_pte(ptep);
         if (!is_table(pte, level)) {
           if (!(flags & kWalkLeaf)) break;
-          const int ret = w.cb(VisitCtx{d.pgt, ptep, pte, start, d.end, level, flags, w.arg}, kWalkLeaf);
+          const int ret = cb(VisitCtx{d.pgt, ptep, pte, start, d.end, level, flags, w.arg}, kWalkLeaf);
           pte = load_pte(ptep);
           if (!walk_continue(flags, ret)) {
             if (walk_retry(flags, ret)) continue;
@@ -180,7 +187,7 @@ struct Pgtable::Internal {
       bool retried = false;
       while (level > start_level) {
         --level;
-        const int ret = w.cb(VisitCtx{d.pgt, path[level], path_pte[level], start, d.end, level, flags, w.arg},
+        const int ret = cb(VisitCtx{d.pgt, path[level], path_pte[level], start, d.end, level, flags, w.arg},
                              kWalkTablePost);
         if (walk_continue(flags, ret)) continue;
         if (!walk_retry(flags, ret)) return ret;
