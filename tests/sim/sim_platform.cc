@@ -434,8 +434,7 @@ int SimPlatform::page_count(void* va) {
 void SimPlatform::record(Event e) {
   // Counting mode: nothing to materialise, the caller already bumped the
   // counters.
-  if (!recording_.load(std::memory_order_relaxed) && observer_count_.load(std::memory_order_acquire) == 0)
-    return;
+  if (!observed()) return;
   std::lock_guard<std::mutex> l(rec_mu_);
   e.seq = next_seq_++;
   if (recording_.load(std::memory_order_relaxed)) log_.push_back(e);
@@ -464,6 +463,7 @@ void SimPlatform::icache_inval_pou(PhysAddr pa, u64 size) {
 
 void SimPlatform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
   bump(&mine().tlbis[u32(kind)]);
+  if (!observed()) return;
   Event e;
   e.type = EventType::kTlbi;
   e.tlbi = kind;
@@ -476,6 +476,7 @@ void SimPlatform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
 void SimPlatform::barrier(Barrier b) {
   bump(&mine().barriers[u32(b)]);
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (!observed()) return;
   Event e;
   e.type = EventType::kBarrier;
   e.barrier = b;
@@ -484,8 +485,7 @@ void SimPlatform::barrier(Barrier b) {
 
 void SimPlatform::pte_written(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level, u32 vmid) {
   bump(&mine().pte_writes);
-  if (!recording_.load(std::memory_order_relaxed) && observer_count_.load(std::memory_order_acquire) == 0)
-    return;  // skip the translation too: benchmarks call this on every store
+  if (!observed()) return;  // skip the translation too: benchmarks call this on every store
   record_pte_write(ptep, old, new_pte, ia, level, vmid);
 }
 

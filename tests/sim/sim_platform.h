@@ -351,6 +351,10 @@ class SimPlatform : public Platform {
   // The calling thread's counters; bumped with relaxed atomics.
   SimCounters& mine() { return counters_.cpu(thread_cpu()); }
   static void bump(u64* counter) { __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED); }
+  // Whether events are logged or watched; counting mode (benchmarks) builds none.
+  bool observed() const {
+    return recording_.load(std::memory_order_relaxed) || observer_count_.load(std::memory_order_acquire) != 0;
+  }
 };
 
 /// Host threads as CPUs for PerCpuRwLock: SimPlatform's numbering.
