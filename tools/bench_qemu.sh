@@ -44,6 +44,10 @@ run() {  # run CFG CPUS ROUND
   tr -d '\r' < "$log" | sed -n 's/^PKVMBENCH op="\([^"]*\)".* median=\([0-9]*\).* freq=\([0-9]*\).*/\1\t\2\t\3/p' |
     awk -F'\t' -v c="$cfg" -v n="$cpus" -v r="$round" '{ gsub(/[^A-Za-z0-9]+/, "_", $1); printf "%s\t%s\t%s\thyp_%s\t%.9f\n", c, n, r, $1, $2 / $3 }' >> "$raw"
   [[ $cfg == D ]] && tr -d '\r' < "$log" | grep '^\[pkvm\] stats:' | tail -1 > "$out/D-$cpus-stats.txt"
+  # The payload's own share of D's boot_to_init (from its exit message).
+  [[ $cfg == D ]] && tr -d '\r' < "$log" |
+    sed -n 's/^\[pkvm\] entering Linux at EL1: payload boot took \([0-9]*\) us.*/\1/p' |
+    awk -v c="$cfg" -v n="$cpus" -v r="$round" '{ printf "%s\t%s\t%s\thyp_payload_boot_at_EL2\t%.9f\n", c, n, r, $1 / 1e6 }' >> "$raw"
   # Host stage-2 aborts per workload (D and E): differences of the running total.
   [[ $cfg == D || $cfg == E ]] && tr -d '\r' < "$log" |
     awk -v c="$cfg" -v n="$cpus" -v r="$round" '$1 == "BENCHABORTS:" { if (prev != "") print c "\t" n "\t" r "\t" $2 "\t" $3 - prev; prev = $3 }' >> "$out/aborts.tsv"

@@ -32,6 +32,7 @@ boot_case() {  # boot_case NAME CPU SMP MEM EXTRA_APPEND [QEMU ARGS]
   bash tools/qemu_boot.sh "$log" 120 "$img" "$initrd" "$base_append pkvmtest=boot $extra" \
     -cpu "$cpu" -smp "$smp" -m "$mem" "$@"
   check "$name" "$log" 0 $? '\[pkvm\] pKVM-style EL2 payload' "PKVMTEST: cpus online=$smp"$'\r'"?\$" \
+    '\[pkvm\] entering Linux at EL1: payload boot took [0-9]+ us \(counter at entry [0-9]+ us\)' \
     'PKVMTEST: All CPU\(s\) started at EL1' 'PKVMTEST: done' '\[pkvm\] stats: host aborts'
 }
 
