@@ -242,7 +242,12 @@ struct MemProtect::Impl {
     Runs runs;
     scan_populated(mp, mp.host_.root(), mp.host_.start_level(), 0, start, end, &runs);
     if (runs.full) runs.r[runs.n - 1].end = end;
-    for (u32 i = 0; i < runs.n; ++i) mp.host_.stage2_unmap(Ipa(runs.r[i].start), runs.r[i].size());
+    for (u32 i = 0; i < runs.n; ++i) {
+      mp.host_.stage2_unmap(Ipa(runs.r[i].start), runs.r[i].size());
+      // An unmap frees only the tables it empties; a table that was already
+      // empty (left by a failed shared walk) goes here.
+      mp.host_.stage2_free_empty_tables(Ipa(runs.r[i].start), runs.r[i].size());
+    }
   }
 
   // Notes in `runs` the parts of [start, end) under `table` (at `level`,
@@ -260,9 +265,8 @@ struct MemProtect::Impl {
         const bool descend = is_table(pte, level) && level + 1 < kLastLevel;
         const auto* child =
             descend ? static_cast<const u64*>(mp.cfg_.platform->phys_to_virt(PhysAddr(oa(pte)))) : nullptr;
-        // A table with nothing in the range: its part is still unmapped, so
-        // the walk frees the table if it is empty, as one walk of the whole
-        // range would.
+        // A table with nothing in the range: its part still becomes a run,
+        // so the empty-table pass after the unmap frees it if it is empty.
         if (!child || !scan_populated(mp, child, level + 1, base, a, entry_end, runs)) runs->add(a, entry_end);
       }
       a = entry_end;
@@ -676,8 +680,9 @@ int MemProtect::host_stage2_idmap(u64 addr) {
   if (ret == -kENOMEM) {
     // Recycling unmaps and frees: that needs the lock to ourselves. First
     // free the empty tables the shared attempt may have left on its way
-    // (shared walkers never free), and nothing else: between the two holds
-    // a transition may have annotated or shared pages of the same block.
+    // (shared walkers never free, and an unmap frees only the tables it
+    // empties itself), and nothing else: between the two holds a transition
+    // may have annotated or shared pages of the same block.
     Exclusive h(cfg_.host_lock);
     host_.stage2_free_empty_tables(Ipa(block.start), block.size());
     I::recycle(*this, max_new_tables(host_.start_level(), addr, kPageSize, addr, false));

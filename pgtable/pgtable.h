@@ -131,7 +131,9 @@ class Pgtable {
   /// updated in place without break-before-make.
   int stage2_map(Ipa ipa, u64 size, PhysAddr pa, u32 prot, u32 flags = 0);
   /// Stage 2: removes mappings and annotations from [ipa, ipa + size),
-  /// splitting blocks that straddle the range and freeing empty tables.
+  /// splitting blocks that straddle the range and freeing the tables it
+  /// empties (a table already empty before is left to
+  /// stage2_free_empty_tables).
   int stage2_unmap(Ipa ipa, u64 size);
   /// Stage 2: frees the empty tables under [ipa, ipa + size) and changes no
   /// other entry: drops what a failed shared walk installed on its way
@@ -155,7 +157,7 @@ class Pgtable {
 
   /// EL2 stage 1: maps [va, va + size) to [pa, ...) with `prot`.
   int hyp_map(Va va, u64 size, PhysAddr pa, u32 prot, u32 flags = 0);
-  /// EL2 stage 1: unmaps [va, va + size), freeing empty tables.
+  /// EL2 stage 1: unmaps [va, va + size), freeing the tables it empties.
   int hyp_unmap(Va va, u64 size);
 
   /// Selects FEAT_BBM level-2 behaviour: block<->table replacements of equal

@@ -650,7 +650,6 @@ TEST_F(PgtableTest, UnmapKeepsTablesStillInUse) {
   EXPECT_TRUE(Log(m).empty());
 }
 
-
 // An unmap checks only the tables it wrote into for emptiness; across
 // several level-3 tables under one level-2 table, every table the walk
 // empties is freed (and the parents it empties in turn), none other.
@@ -693,6 +692,24 @@ TEST_F(PgtableTest, UnmapAcrossTablesFreesExactlyWhatItEmptied) {
     ASSERT_EQ(pgt_.stage2_unmap(Ipa(0), 3 * M2), 0);
     EXPECT_EQ(RootVa()[0], 0u);
   }
+}
+
+// The last entry a table loses may be a block or an annotation, not only a
+// valid page: the table still empties and is freed, and its parent in turn.
+TEST_F(PgtableTest, UnmapFreesTablesWhoseLastEntryIsABlockOrAnAnnotation) {
+  // A 2 MiB block, the only entry of its level-2 table.
+  ASSERT_EQ(Map(M2, M2, 0x80200000, kProtRW), 0);
+  ASSERT_TRUE(desc::is_leaf(RawEntry(M2, 2), 2));
+  ASSERT_EQ(pgt_.stage2_unmap(Ipa(M2), M2), 0);
+  EXPECT_EQ(RootVa()[0], 0u) << "level-2 table holding only the block";
+  CheckTables();
+  // An annotation, the only entry of its level-3 table (whose level-2 table
+  // holds nothing else): both tables go.
+  ASSERT_EQ(pgt_.stage2_set_owner(Ipa(0x1000), K4, 5), 0);
+  ASSERT_EQ(RawEntry(0x1000, 3), desc::make_owner(5));
+  ASSERT_EQ(pgt_.stage2_unmap(Ipa(0x1000), K4), 0);
+  EXPECT_EQ(RootVa()[0], 0u) << "tables holding only the annotation";
+  CheckTables();
 }
 // ---------------------------------------------------------------------------
 // Ownership annotations
