@@ -36,7 +36,8 @@ using Exclusive = Hold<&RwLock::lock, &RwLock::unlock>;
 // Host aborts run side by side under a shared hold.
 using Shared = Hold<&RwLock::lock_shared, &RwLock::unlock_shared>;
 
-void count(u64* c) { __atomic_fetch_add(c, 1, __ATOMIC_RELAXED); }
+// Statistics live in the calling CPU's copy (MemProtect::cpu_stats).
+void count(u64* c) { percpu_add(c); }
 
 // Calls f(ctx) for every leaf (valid or not) in [addr, addr + size).
 template <typename F>

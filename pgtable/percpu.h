@@ -23,9 +23,19 @@ namespace pkvm {
 /// Cache-line size the per-CPU slots are padded to (Cortex-A and x86_64).
 inline constexpr u64 kCacheLine = 64;
 
+/// Adds `n` to a counter in the calling CPU's own copy of a PerCpuCounters
+/// (n may be -1 cast to u64: the sum wraps back). A plain load and store,
+/// no locked read-modify-write: the CPU owning the copy is its only writer
+/// (at EL2 with interrupts masked, so nothing interleaves on that CPU; the
+/// simulator gives every live thread a CPU index of its own). Relaxed
+/// atomics so a concurrent sum() reads whole values.
+inline void percpu_add(u64* counter, u64 n = 1) {
+  __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
 /// One copy of a struct of u64 counters per CPU, each on its own cache
-/// lines. Increments are relaxed atomics on the caller's copy; sum() adds
-/// the copies (exact once the writers are quiescent, a snapshot otherwise).
+/// lines. The caller updates its own copy with percpu_add; sum() adds the
+/// copies (exact once the writers are quiescent, a snapshot otherwise).
 template <typename T>
 class PerCpuCounters {
  public:

@@ -16,7 +16,8 @@ bool cas_pte(u64* ptep, u64 old, u64 new_pte) {
   return __atomic_compare_exchange_n(ptep, &old, new_pte, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 }
 
-void stat_inc(u64* counter, u64 n = 1) { __atomic_fetch_add(counter, n, __ATOMIC_RELAXED); }
+// Statistics live in the calling CPU's copy (Pgtable::cpu_stats).
+void stat_inc(u64* counter, u64 n = 1) { percpu_add(counter, n); }
 
 constexpr u64 align_down(u64 v, u64 a) { return v & ~(a - 1); }
 
@@ -336,7 +337,7 @@ struct Pgtable::Internal {
   // Drops the base reference of a table page that nothing points to any more.
   static void put_table(Pgtable* pgt, u64* table) {
     pgt->platform_->put_page(table);
-    __atomic_fetch_sub(&pgt->cpu_stats().table_pages, 1, __ATOMIC_RELAXED);
+    stat_inc(&pgt->cpu_stats().table_pages, ~u64{0});  // -1: this CPU's copy may go below 0, the sum does not
   }
 
   // Releases an unlinked (and already invalidated) subtree: every counted
@@ -648,7 +649,7 @@ struct Pgtable::Internal {
     // Issued together, completed once (Platform::tlbi_batch).
     pgt->platform_->tlbi_batch(pgt->format_ == Format::kStage2 ? TlbiKind::kIpa : TlbiKind::kEl2Va, pgt->vmid_,
                                u.addr, u.level, u.n);
-    __atomic_fetch_add(&pgt->cpu_stats().tlbis, u.n, __ATOMIC_RELAXED);
+    stat_inc(&pgt->cpu_stats().tlbis, u.n);
   }
 
   // --- Attribute updates -----------------------------------------------------

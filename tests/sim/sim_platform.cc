@@ -443,6 +443,35 @@ void SimPlatform::record(Event e) {
 
 void SimCpu::relax() { std::this_thread::yield(); }
 
+namespace {
+std::atomic<u32> g_cpus_in_use{0};  // bit i: CPU index i held by a live thread
+
+// Gives the index back when its thread exits.
+struct CpuSlot {
+  u32 id;
+  ~CpuSlot() { g_cpus_in_use.fetch_and(~(1u << id), std::memory_order_release); }
+};
+}  // namespace
+
+u32 SimPlatform::claim_cpu() {
+  static_assert(kMaxCpus <= 32, "one bit per CPU index");
+  u32 used = g_cpus_in_use.load(std::memory_order_relaxed);
+  for (;;) {
+    u32 id = 0;
+    while (id < kMaxCpus && (used & (1u << id))) ++id;
+    if (id == kMaxCpus) {
+      fprintf(stderr, "SimPlatform: more than %u threads use the simulated machine at once (one CPU each)\n",
+              kMaxCpus);
+      abort();
+    }
+    if (g_cpus_in_use.compare_exchange_weak(used, used | (1u << id), std::memory_order_acquire,
+                                            std::memory_order_relaxed)) {
+      thread_local CpuSlot slot{id};  // constructed here, once per thread; released at exit
+      return id;
+    }
+  }
+}
+
 void SimPlatform::dcache_clean_inval_poc(PhysAddr pa, u64 size) {
   bump(&mine().dcache_ops);
   Event e;

@@ -174,14 +174,16 @@ class SimPlatform : public Platform {
   void barrier(Barrier b) override;
   /// Recorded (with the descriptor's physical address) and counted.
   void pte_written(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level, u32 vmid) override;
-  /// The calling thread's CPU index (threads numbered on first use, modulo kMaxCpus).
+  /// The calling thread's CPU index: a free index claimed on first use and
+  /// released when the thread exits, so live threads never share one (a
+  /// CPU is the only writer of its per-CPU statistics). More than kMaxCpus
+  /// live threads on the simulated machine is a test bug: reported, abort.
   u32 cpu_id() override { return thread_cpu(); }
   /// cpu_id() without a platform. Constant-initialised thread_local (no
   /// guard on each access: this sits on every counted event).
   static u32 thread_cpu() {
-    static std::atomic<u32> next{0};
     thread_local u32 id = ~0u;
-    if (id == ~0u) id = next.fetch_add(1, std::memory_order_relaxed) % kMaxCpus;
+    if (id == ~0u) [[unlikely]] id = claim_cpu();
     return id;
   }
 
@@ -350,7 +352,10 @@ class SimPlatform : public Platform {
   PerCpuCounters<SimCounters> counters_;
   // The calling thread's counters; bumped with relaxed atomics.
   SimCounters& mine() { return counters_.cpu(thread_cpu()); }
-  static void bump(u64* counter) { __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED); }
+  static void bump(u64* counter) { percpu_add(counter); }  // in mine(): this thread's own copy
+  // thread_cpu()'s first use on a thread: the lowest free index, held until
+  // the thread exits.
+  [[gnu::noinline]] static u32 claim_cpu();
   // Whether events are logged or watched; counting mode (benchmarks) builds none.
   bool observed() const {
     return recording_.load(std::memory_order_relaxed) || observer_count_.load(std::memory_order_acquire) != 0;

@@ -993,6 +993,48 @@ TEST(CheckerConcurrency, ParallelCompliantSequencesStayClean) {
   EXPECT_EQ(plat.tlbi_count(TlbiKind::kIpa), u64{kThreads} * 50 * 8);
 }
 
+
+// Per-CPU statistics are updated without locked instructions, which is
+// exact only if no two live threads share a CPU index: each live thread
+// holds its own, and an exiting thread's index becomes free again.
+TEST(SimCpuIds, LiveThreadsHoldDistinctIdsReleasedAtExit) {
+  const u32 main_id = SimPlatform::thread_cpu();
+  for (int round = 0; round < 3; ++round) {
+    constexpr int kThreads = int(kMaxCpus) - 1;  // with the main thread: every CPU
+    std::atomic<int> arrived{0};
+    std::vector<u32> ids(kThreads);
+    std::vector<std::thread> ts;
+    for (int t = 0; t < kThreads; ++t)
+      ts.emplace_back([&, t] {
+        ids[t] = SimPlatform::thread_cpu();
+        arrived.fetch_add(1);
+        while (arrived.load() < kThreads) std::this_thread::yield();  // all alive at once
+      });
+    for (auto& t : ts) t.join();
+    std::set<u32> distinct(ids.begin(), ids.end());
+    distinct.insert(main_id);
+    EXPECT_EQ(distinct.size(), size_t(kMaxCpus)) << "round " << round;
+    EXPECT_LT(*distinct.rbegin(), kMaxCpus);
+  }
+}
+
+TEST(SimCpuIdsDeathTest, MoreLiveThreadsThanCpusAbort) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        std::atomic<bool> stop{false};
+        std::vector<std::thread> ts;
+        for (u32 t = 0; t < kMaxCpus; ++t)  // with the main thread: one more than there are CPUs
+          ts.emplace_back([&] {
+            SimPlatform::thread_cpu();
+            while (!stop.load()) std::this_thread::yield();
+          });
+        SimPlatform::thread_cpu();
+        for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // the ninth claim aborts first
+      },
+      "more than 8 threads use the simulated machine at once");
+}
+
 }  // namespace
 // The per-CPU reader lock (EL2's host stage-2 lock, and SimRwLock): a
 // writer excludes readers and writers, under contention from both.
