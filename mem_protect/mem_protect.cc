@@ -361,35 +361,40 @@ struct MemProtect::Impl {
     });
   }
 
-  static void host_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
-    const int ret =
-        mp.host_.stage2_map(Ipa(addr), size, PhysAddr(addr), kHostMemProt | state_prot(s), kHostMapFlags);
+  // The mirror after a host stage-2 write that returned `ret`.
+  static void host_written(MemProtect& mp, int ret, u64 addr, u64 size, PageState s, u32 owner) {
     commit(mp, ret);
     if (ret) return host_meta_from_table(mp, addr, size);
-    set_host_meta(mp, addr, size, s, kOwnerHost);
+    set_host_meta(mp, addr, size, s, owner);
   }
 
-  static void host_set_owner(MemProtect& mp, u64 addr, u64 size, u32 owner) {
-    const int ret = mp.host_.stage2_set_owner(Ipa(addr), size, owner);
-    commit(mp, ret);
-    if (ret) return host_meta_from_table(mp, addr, size);
-    // Annotated with the host itself: an empty entry, a page the host owns.
-    set_host_meta(mp, addr, size, owner == kOwnerHost ? PageState::kOwned : PageState::kNoPage, owner);
-  }
-
-  static void hyp_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
-    const int ret =
-        mp.hyp_.hyp_map(Va(addr), size, PhysAddr(addr), kProtRW | state_prot(s), kMapSkipDcache | kMapSkipIcache);
+  // The mirror after a hyp stage-1 write that returned `ret`.
+  static void hyp_written(MemProtect& mp, int ret, u64 addr, u64 size, PageState s) {
     commit(mp, ret);
     if (ret) return hyp_meta_from_table(mp, addr, size);
     set_hyp_meta(mp, addr, size, s);
   }
 
+  static void host_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
+    host_written(mp,
+                 mp.host_.stage2_map(Ipa(addr), size, PhysAddr(addr), kHostMemProt | state_prot(s), kHostMapFlags),
+                 addr, size, s, kOwnerHost);
+  }
+
+  static void host_set_owner(MemProtect& mp, u64 addr, u64 size, u32 owner) {
+    // Annotated with the host itself: an empty entry, a page the host owns.
+    host_written(mp, mp.host_.stage2_set_owner(Ipa(addr), size, owner), addr, size,
+                 owner == kOwnerHost ? PageState::kOwned : PageState::kNoPage, owner);
+  }
+
+  static void hyp_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
+    hyp_written(mp,
+                mp.hyp_.hyp_map(Va(addr), size, PhysAddr(addr), kProtRW | state_prot(s), kMapSkipDcache | kMapSkipIcache),
+                addr, size, s);
+  }
+
   static void hyp_unmap(MemProtect& mp, u64 addr, u64 size) {
-    const int ret = mp.hyp_.hyp_unmap(Va(addr), size);
-    commit(mp, ret);
-    if (ret) return hyp_meta_from_table(mp, addr, size);
-    set_hyp_meta(mp, addr, size, PageState::kNoPage);
+    hyp_written(mp, mp.hyp_.hyp_unmap(Va(addr), size), addr, size, PageState::kNoPage);
   }
 
   static int record(MemProtect& mp, Transition t, int ret) {

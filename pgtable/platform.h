@@ -44,18 +44,13 @@ class Platform {
   /// page when it drops to zero.
   virtual void put_page(void* va) = 0;
   /// Adds `n` references to the page containing `va` at once: a walk that
-  /// wrote n entries of one table updates its count once. The default takes
-  /// them one by one.
-  virtual void get_page_refs(void* va, u32 n) {
-    for (u32 i = 0; i < n; ++i) get_page(va);
-  }
+  /// wrote n entries of one table updates its count once.
+  virtual void get_page_refs(void* va, u32 n) = 0;
   /// Drops `n` references from the page containing `va` at once, freeing
   /// the page when the count reaches zero. A count below `n` is an
   /// accounting error: the count is left as it is (a page leaked is safer
   /// than a table page freed while still in use); the simulator reports it.
-  virtual void put_page_refs(void* va, u32 n) {
-    for (u32 i = 0; i < n; ++i) put_page(va);
-  }
+  virtual void put_page_refs(void* va, u32 n) = 0;
   /// Current reference count of the page containing `va`.
   virtual int page_count(void* va) = 0;
   /// Physical address of a page the platform handed out.

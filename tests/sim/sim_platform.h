@@ -350,7 +350,7 @@ class SimPlatform : public Platform {
   u64 next_seq_ = 1;
   // Per CPU (thread): concurrent walkers would otherwise share one line.
   PerCpuCounters<SimCounters> counters_;
-  // The calling thread's counters; bumped with relaxed atomics.
+  // The calling thread's counters (its own CPU index: it is their only writer).
   SimCounters& mine() { return counters_.cpu(thread_cpu()); }
   static void bump(u64* counter) { percpu_add(counter); }  // in mine(): this thread's own copy
   // thread_cpu()'s first use on a thread: the lowest free index, held until
