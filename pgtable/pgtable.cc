@@ -210,6 +210,7 @@ struct Pgtable::Internal {
   static VisitCtx copy(const VisitCtx& ctx) { return ctx; }
 
   [[gnu::always_inline]] static void note(const VisitCtx& ctx, u64 old, u64 new_pte) {
+    if (!ctx.pgt->platform_->wants_pte_writes()) return;
     ctx.pgt->platform_->pte_written(ctx.ptep, old, new_pte, align_down(ctx.addr, granule_size(ctx.level)),
                                     ctx.level, ctx.pgt->vmid_);
   }

@@ -76,15 +76,24 @@ class Platform {
   /// A memory barrier.
   virtual void barrier(Barrier b) = 0;
   /// Observation hook: called after every descriptor store or successful CAS
-  /// with the entry's table-relative position. EL2 implements it as a no-op;
-  /// the host recorder checks break-before-make with it.
+  /// with the entry's table-relative position, while wants_pte_writes()
+  /// holds. The host recorder checks break-before-make with it; EL2 never
+  /// turns it on, so a descriptor store costs no call there.
   virtual void pte_written(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level, u32 vmid) = 0;
+  /// Whether the library calls pte_written. Read on every descriptor store:
+  /// a flag, not a virtual call.
+  bool wants_pte_writes() const { return __atomic_load_n(&pte_hook_, __ATOMIC_RELAXED); }
   /// Index of the calling CPU, below kMaxCpus: which per-CPU statistics slot
   /// to count in, so CPUs resolving aborts together do not share a line.
   virtual u32 cpu_id() = 0;
 
  protected:
   ~Platform() = default;
+  /// Turns pte_written calls on or off (an implementation that observes).
+  void set_wants_pte_writes(bool on) { __atomic_store_n(&pte_hook_, on, __ATOMIC_RELAXED); }
+
+ private:
+  bool pte_hook_ = false;
 };
 
 /// CPUs a platform may report from cpu_id(): per-CPU counters and lock slots

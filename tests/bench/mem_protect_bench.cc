@@ -36,6 +36,7 @@ struct BenchEnv {
       abort();
     }
     env.plat.set_recording(false);  // counting mode: counters only, no log
+    env.plat.set_pte_write_counting(false);  // no descriptor-write hook, as at EL2
   }
   // Donates one page to the hypervisor so the host and hyp tables around it
   // stay allocated.

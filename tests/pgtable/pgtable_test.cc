@@ -154,6 +154,43 @@ class HookedPlatform : public SimPlatform {
   }
 };
 
+// The library calls pte_written only while the platform wants it: on while
+// writes are counted, logged or observed; off in the benchmarks' mode, as at
+// EL2, where a descriptor store then makes no call at all.
+TEST(PteWriteHook, FollowsCountingLogAndObservers) {
+  SimPlatform p(SimPlatform::kDefaultBase, 64, 32);
+  EXPECT_TRUE(p.wants_pte_writes());
+  p.set_recording(false);
+  EXPECT_TRUE(p.wants_pte_writes()) << "still counting";
+  p.set_pte_write_counting(false);
+  EXPECT_FALSE(p.wants_pte_writes());
+
+  Pgtable pgt;
+  ASSERT_EQ(pgt.init(Format::kStage2, 32, 1, 1, &p), 0);
+  ASSERT_EQ(pgt.stage2_map(Ipa(0x40000000), desc::kPageSize, PhysAddr(0x40000000), kProtRW, kMapSkipDcache | kMapSkipIcache), 0);
+  EXPECT_EQ(p.pte_write_count(), 0u) << "hook off: no call";
+
+  struct Sink : sim::EventObserver {
+    void on_event(const sim::Event& e) override { writes += e.type == sim::EventType::kPteWrite; }
+    int writes = 0;
+  } sink;
+  p.add_observer(&sink);
+  EXPECT_TRUE(p.wants_pte_writes());
+  ASSERT_EQ(pgt.stage2_map(Ipa(0x40001000), desc::kPageSize, PhysAddr(0x40001000), kProtRW, kMapSkipDcache | kMapSkipIcache), 0);
+  EXPECT_EQ(sink.writes, 1);
+  p.remove_observer(&sink);
+  EXPECT_FALSE(p.wants_pte_writes());
+
+  p.set_recording(true);
+  EXPECT_TRUE(p.wants_pte_writes());
+  ASSERT_EQ(pgt.stage2_map(Ipa(0x40002000), desc::kPageSize, PhysAddr(0x40002000), kProtRW, kMapSkipDcache | kMapSkipIcache), 0);
+  EXPECT_EQ(p.pte_write_count(), 2u) << "the observed write and the logged one";
+  p.set_recording(false);
+  p.set_pte_write_counting(true);
+  EXPECT_TRUE(p.wants_pte_writes());
+  pgt.destroy();
+}
+
 class PgtableTest : public ::testing::Test {
  protected:
   static constexpr u32 kVmid = 7;

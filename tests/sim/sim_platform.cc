@@ -133,6 +133,7 @@ SimPlatform::SimPlatform(u64 base_pa, u64 num_pages, u64 pool_pages)
   // addresses in logs small and reproducible.
   free_stack_.reserve(pool_pages_);
   for (u64 i = pool_pages_; i-- > 0;) free_stack_.push_back(u32(i));
+  update_pte_hook();
 }
 
 SimPlatform::~SimPlatform() {
@@ -626,6 +627,7 @@ void SimPlatform::add_observer(EventObserver* o) {
   o->on_attach(*this, live_blocks());
   observers_.push_back(o);
   observer_count_.store(int(observers_.size()), std::memory_order_release);
+  update_pte_hook();
 }
 
 void SimPlatform::remove_observer(EventObserver* o) {
@@ -635,6 +637,7 @@ void SimPlatform::remove_observer(EventObserver* o) {
     if (it == observers_.end()) return;
     observers_.erase(it);
     observer_count_.store(int(observers_.size()), std::memory_order_release);
+    update_pte_hook();
   }
   o->on_detach();
 }

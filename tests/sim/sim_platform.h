@@ -244,7 +244,18 @@ class SimPlatform : public Platform {
   // --- Recorder ----------------------------------------------------------------
   /// Full event log on (default) or off. Counters are kept either way, and
   /// observers receive events either way.
-  void set_recording(bool on) { recording_.store(on, std::memory_order_relaxed); }
+  void set_recording(bool on) {
+    recording_.store(on, std::memory_order_relaxed);
+    update_pte_hook();
+  }
+  /// Descriptor writes counted (default) or not. Off, and with no log and no
+  /// observer, the library does not call pte_written at all, as at EL2
+  /// (Platform::wants_pte_writes): the benchmarks that report no write
+  /// counts time the library without the hook.
+  void set_pte_write_counting(bool on) {
+    count_pte_writes_.store(on, std::memory_order_relaxed);
+    update_pte_hook();
+  }
   /// Whether the full event log is on.
   bool recording() const { return recording_.load(std::memory_order_relaxed); }
   /// A copy of the event log.
@@ -343,6 +354,7 @@ class SimPlatform : public Platform {
 
   // Recorder.
   std::atomic<bool> recording_{true};
+  std::atomic<bool> count_pte_writes_{true};
   std::atomic<int> observer_count_{0};
   mutable std::mutex rec_mu_;
   std::vector<Event> log_;
@@ -356,6 +368,10 @@ class SimPlatform : public Platform {
   // thread_cpu()'s first use on a thread: the lowest free index, held until
   // the thread exits.
   [[gnu::noinline]] static u32 claim_cpu();
+  // pte_written is wanted while writes are counted, logged or watched.
+  void update_pte_hook() {
+    set_wants_pte_writes(count_pte_writes_.load(std::memory_order_relaxed) || observed());
+  }
   // Whether events are logged or watched; counting mode (benchmarks) builds none.
   bool observed() const {
     return recording_.load(std::memory_order_relaxed) || observer_count_.load(std::memory_order_acquire) != 0;
