@@ -449,7 +449,10 @@ struct Pgtable::Internal {
     u64 leaf_writes = 0;  // added to the statistics once, after the walk
   };
 
-  static bool leaf_allowed(const VisitCtx& ctx, const MapData& m) {
+  [[gnu::always_inline]] static bool leaf_allowed(const VisitCtx& ctx, const MapData& m) {
+    // A page: the walk visits page-aligned addresses below a page-aligned
+    // end, and the output address was checked page aligned on entry.
+    if (ctx.level == kLastLevel) return true;
     const u64 g = granule_size(ctx.level);
     if (ctx.level != kLastLevel && !level_supports_block(ctx.level)) return false;
     if (!is_aligned_u(ctx.addr, g) || ctx.end - ctx.addr < g) return false;
@@ -519,6 +522,16 @@ struct Pgtable::Internal {
         pgt->platform_->barrier(Barrier::kDsbIshst);
         tlbi_leaf(pgt, ctx.addr, ctx.level, is_restriction(pgt->format_, ctx.old, new_pte));
       }
+      ++m.leaf_writes;
+      return 0;
+    }
+    if (!is_valid(ctx.old)) {
+      // Nothing to break (the common new mapping): replace_pte's first case,
+      // inline, so the context stays in registers.
+      if (!m.device && is_valid(new_pte) && (ctx.flags & (kMapSkipDcache | kMapSkipIcache)) != (kMapSkipDcache | kMapSkipIcache))
+        cmo_for_map(copy(ctx), new_pte, m);
+      if (!set_pte(ctx, new_pte)) return -kEAGAIN;
+      adjust_refcount(ctx, ctx.old, new_pte, &m.refs);
       ++m.leaf_writes;
       return 0;
     }
