@@ -447,21 +447,32 @@ struct MemProtect::Impl {
     kMapped,   // uniform, and already one entry (block or empty) at that level
   };
 
+  // Whether `b` lies inside one memory region (else it is never one block,
+  // and neither is any block containing it).
+  static bool in_one_region(MemProtect& mp, const Range& b) {
+    const MemLookup l = mp.cfg_.memmap->find(b.start, u64{1} << mp.host_.ia_bits());
+    return l.region && l.range.contains(b);
+  }
+
   // Whether every page of `b` is the host's alone and mapped (or mappable)
-  // as plain memory, and whether the entry for `b` at `level` is a table.
+  // as plain memory, inside one memory region, and whether the entry for `b`
+  // at `level` is a table.
   static Uniform uniform(MemProtect& mp, const Range& b, u32 level) {
     if (level == kLastLevel - 1) {
       // 2 MiB: the metadata says it in one scan of 512 entries. A page the
       // host owns is empty or mapped as plain memory (the abort path and
       // host_map_state map nothing else; the invariant checker holds the
       // tables to it), so OWNED everywhere is uniform; then one lookup says
-      // whether a table sits at this level.
+      // whether a table sits at this level. The scan first: it stops at the
+      // first page given away, the usual neighbour of a returned page.
       if (check_host(mp, b.start, b.size(), PageState::kOwned)) return Uniform::kNo;
+      if (!in_one_region(mp, b)) return Uniform::kNo;
       u64 pte = 0;
       u32 leaf_level = 0;
       if (mp.host_.get_leaf(b.start, &pte, &leaf_level)) return Uniform::kNo;
       return leaf_level > level ? Uniform::kTable : Uniform::kMapped;
     }
+    if (!in_one_region(mp, b)) return Uniform::kNo;
     bool table = true;
     const int ret = for_each_leaf(mp.host_, b.start, b.size(), [&](const VisitCtx& ctx) -> int {
       if (ctx.level <= level) table = false;  // already one block (or empty entry) at this level
@@ -496,12 +507,7 @@ struct MemProtect::Impl {
         const Range b{base, base + g};
         bool contains_mixed = false;
         for (u32 i = 0; !overflow && i < nr_mixed; ++i) contains_mixed |= b.contains(mixed[i]);
-        Uniform u = Uniform::kNo;
-        if (!contains_mixed) {
-          const MemLookup l = mp.cfg_.memmap->find(base, u64{1} << mp.host_.ia_bits());
-          // Not inside one region: never one block (and neither is its parent).
-          if (l.region && l.range.contains(b)) u = uniform(mp, b, level);
-        }
+        const Uniform u = contains_mixed ? Uniform::kNo : uniform(mp, b, level);
         if (u == Uniform::kNo) {
           if (nr_found < kMaxNoted)
             found[nr_found++] = base;

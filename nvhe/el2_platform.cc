@@ -14,7 +14,11 @@ u64 icache_line() { return u64{4} << (read_sysreg(ctr_el0) & 0xf); }
 
 }  // namespace
 
-int El2Platform::init(u64 base, u64 nr_pages) { return pool_.init(base, nr_pages, 0); }
+int El2Platform::init(u64 base, u64 nr_pages) {
+  // VA == PA: the whole output-address space is one linear window.
+  set_linear_window(0, u64{1} << desc::kOaBits, 0);
+  return pool_.init(base, nr_pages, 0);
+}
 
 void* El2Platform::zalloc_page() { return zalloc_pages(0); }
 

@@ -48,7 +48,7 @@ struct Pgtable::Internal {
   };
 
   static u64* table_va(Pgtable* pgt, u64 table_pte) {
-    return static_cast<u64*>(pgt->platform_->phys_to_virt(PhysAddr(oa(table_pte))));
+    return static_cast<u64*>(pgt->platform_->phys_to_virt_linear(PhysAddr(oa(table_pte))));
   }
 
   static u32 index(u64 addr, u32 level) { return u32(addr >> level_shift(level)) & (kPtrsPerTable - 1); }
@@ -700,20 +700,6 @@ struct Pgtable::Internal {
     return pgt->walk(addr, size, w);
   }
 
-  // --- Leaf lookup ------------------------------------------------------------
-
-  struct LeafData {
-    u64 pte;
-    u32 level;
-  };
-
-  static int leaf_cb(const VisitCtx& ctx, u32) {
-    auto& l = *static_cast<LeafData*>(ctx.arg);
-    l.pte = ctx.old;
-    l.level = ctx.level;
-    return 0;
-  }
-
   static void free_tree(Pgtable* pgt, u64* table, u32 level, u32 entries) {
     for (u32 i = 0; i < entries; ++i) {
       if (is_table(table[i], level)) free_unlinked(pgt, table_va(pgt, table[i]), level + 1);
@@ -730,7 +716,80 @@ struct Pgtable::Internal {
     pgt->walk(addr, size, w);
   }
 
+  // --- One page under a complete path --------------------------------------
+
+  // The table entries above one page, as the descent found them.
+  struct PagePath {
+    u64* ptep[kLastLevel];
+    u64 pte[kLastLevel];
+  };
+
+  // Whether one page at `addr` (page aligned) lies inside the input range,
+  // as walk() requires.
+  static bool page_in_range(const Pgtable* pgt, u64 addr) {
+    const u64 limit = u64{1} << pgt->ia_bits_;
+    return pgt->root_ && addr < limit && limit - addr >= kPageSize;
+  }
+
+  // The last-level entry for `addr` when every entry above it is a table,
+  // else nullptr: the generic walk then splits or builds what is missing.
+  // The common one-page transition finds its path complete, and going
+  // straight down makes exactly the visits walk_page would make (a leaf
+  // visit at the last level, then TABLE_POST bottom up) without the
+  // walker's dispatch. Tables are never unlinked under the caller: an
+  // exclusive walker is alone, and shared walkers only add tables.
+  [[gnu::always_inline]] static u64* page_slot(Pgtable* pgt, u64 addr, PagePath* path) {
+    u32 level = pgt->start_level_;
+    u64* ptep = &pgt->root_[addr >> level_shift(level)];
+    for (; level < kLastLevel; ++level) {
+      const u64 pte = load_pte(ptep);
+      if (!is_table(pte, level)) return nullptr;
+      if (path) {
+        path->ptep[level] = ptep;
+        path->pte[level] = pte;
+      }
+      ptep = &table_va(pgt, pte)[index(addr, level + 1)];
+    }
+    return ptep;
+  }
+
+  // map_walk of one page whose path is complete; false when it is not (or
+  // the walk needs more than the leaf visit: a shared walker outside a
+  // fault handler retries, an uncounted annotation can empty a table).
+  static bool map_page(Pgtable* pgt, u64 addr, MapData& m, u32 flags, int* ret) {
+    if ((flags & kWalkShared) && !(flags & kWalkHandleFault)) return false;
+    if (m.annotate && !is_counted(m.annotation)) return false;
+    if (!page_in_range(pgt, addr)) return false;
+    u64* ptep = page_slot(pgt, addr, nullptr);
+    if (!ptep) return false;
+    const VisitCtx ctx{pgt, ptep, load_pte(ptep), addr, addr + kPageSize, kLastLevel, kWalkLeaf | flags, &m};
+    const int r = try_leaf(ctx, m);  // leaf_allowed holds at the last level
+    *ret = walk_continue(ctx.flags, r) ? 0 : r;
+    return true;
+  }
+
+  // unmap_walk of one page whose path is complete; false when it is not.
+  static bool unmap_page(Pgtable* pgt, u64 addr, UnmapData& u) {
+    if (!page_in_range(pgt, addr)) return false;
+    PagePath path;
+    u64* ptep = page_slot(pgt, addr, &path);
+    if (!ptep) return false;
+    const u32 flags = kWalkLeaf | kWalkTablePost;
+    const u64 end = addr + kPageSize;
+    // Exclusive: whatever the visits return, the walk goes on.
+    unmap_cb(VisitCtx{pgt, ptep, load_pte(ptep), addr, end, kLastLevel, flags, &u}, kWalkLeaf);
+    for (u32 level = kLastLevel; level-- > pgt->start_level_;)
+      unmap_cb(VisitCtx{pgt, path.ptep[level], path.pte[level], addr, end, level, flags, &u}, kWalkTablePost);
+    return true;
+  }
+
   static int map_walk(Pgtable* pgt, u64 addr, u64 size, MapData& m, u32 flags) {
+    int ret = 0;
+    if (size == kPageSize && map_page(pgt, addr, m, flags, &ret)) {
+      flush_refs(pgt, &m.refs);
+      if (m.leaf_writes) stat_inc(&pgt->cpu_stats().leaf_writes, m.leaf_writes);
+      return ret;
+    }
     // Table visits only where they can act: a table can be coalesced only
     // under a range that covers a whole block (2 MiB or more), and can empty
     // only when the walk writes empty entries (an annotation of owner 0);
@@ -740,7 +799,7 @@ struct Pgtable::Internal {
     if (size >= granule_size(kLastLevel - 1)) visits |= kWalkTablePre;
     if (m.annotate && !is_counted(m.annotation)) visits |= kWalkTablePost;
     Walker w{map_cb, &m, visits | flags};
-    int ret = pgt->walk(addr, size, w);
+    ret = pgt->walk(addr, size, w);
     flush_refs(pgt, &m.refs);
     if (m.leaf_writes) stat_inc(&pgt->cpu_stats().leaf_writes, m.leaf_writes);
     if (ret == -kENOMEM && !(flags & kWalkShared)) prune(pgt, addr, size);
@@ -749,6 +808,11 @@ struct Pgtable::Internal {
 
   static int unmap_walk(Pgtable* pgt, u64 addr, u64 size) {
     UnmapData u;
+    if (size == kPageSize && unmap_page(pgt, addr, u)) {
+      flush_refs(pgt, &u.refs);
+      flush_unmapped(pgt, u);
+      return 0;
+    }
     Walker w{unmap_cb, &u, kWalkLeaf | kWalkTablePost};
     int ret = pgt->walk(addr, size, w);
     flush_refs(pgt, &u.refs);
@@ -834,12 +898,21 @@ int Pgtable::walk(u64 addr, u64 size, const Walker& walker) {
 }
 
 int Pgtable::get_leaf(u64 addr, u64* pte, u32* level) {
-  I::LeafData l{0, 0};
-  Walker w{I::leaf_cb, &l, kWalkLeaf};
-  int ret = walk(align_down(addr, kPageSize), kPageSize, w);
-  if (ret) return ret;
-  if (pte) *pte = l.pte;
-  if (level) *level = l.level;
+  // What a one-page walk with a leaf visit would report (same checks, same
+  // entry), read straight down the tables: the abort path starts here.
+  if (!root_) return -kEINVAL;
+  const u64 start = align_down(addr, kPageSize);
+  if (start + kPageSize < start || start + kPageSize > (u64{1} << ia_bits_)) return -kERANGE;
+  u32 lvl = start_level_;
+  const u64* ptep = &root_[start >> level_shift(lvl)];
+  u64 v = load_pte(ptep);
+  while (is_table(v, lvl)) {
+    ++lvl;
+    ptep = &I::table_va(this, v)[I::index(start, lvl)];
+    v = load_pte(ptep);
+  }
+  if (pte) *pte = v;
+  if (level) *level = lvl;
   return 0;
 }
 

@@ -57,6 +57,14 @@ class Platform {
   virtual PhysAddr virt_to_phys(void* va) = 0;
   /// Virtual address at which the library may access physical address `pa`.
   virtual void* phys_to_virt(PhysAddr pa) = 0;
+  /// phys_to_virt without a call inside the platform's linear window
+  /// (set_linear_window), which holds every page it hands out: the walker
+  /// translates a table address at every level. Elsewhere, phys_to_virt.
+  void* phys_to_virt_linear(PhysAddr pa) {
+    const u64 off = pa.value() - lin_pa_;
+    if (off < lin_size_) return reinterpret_cast<void*>(lin_va_ + off);
+    return phys_to_virt(pa);
+  }
   /// Clean and invalidate the data cache to the point of coherency, for memory
   /// about to be mapped with a cacheable attribute in another context.
   virtual void dcache_clean_inval_poc(PhysAddr pa, u64 size) = 0;
@@ -91,9 +99,19 @@ class Platform {
   ~Platform() = default;
   /// Turns pte_written calls on or off (an implementation that observes).
   void set_wants_pte_writes(bool on) { __atomic_store_n(&pte_hook_, on, __ATOMIC_RELAXED); }
+  /// Declares that phys_to_virt maps [pa, pa + size) to [va, va + size).
+  /// Set once, before the platform is used.
+  void set_linear_window(u64 pa, u64 size, uintptr_t va) {
+    lin_pa_ = pa;
+    lin_size_ = size;
+    lin_va_ = va;
+  }
 
  private:
   bool pte_hook_ = false;
+  u64 lin_pa_ = 0;
+  u64 lin_size_ = 0;  // empty: every translation takes the virtual call
+  uintptr_t lin_va_ = 0;
 };
 
 /// CPUs a platform may report from cpu_id(): per-CPU counters and lock slots

@@ -191,6 +191,181 @@ TEST(PteWriteHook, FollowsCountingLogAndObservers) {
   pgt.destroy();
 }
 
+// One page whose path is all tables goes straight down (pgtable.cc map_page
+// / unmap_page); two pages take the generic walk. Where the second page needs
+// nothing, both routes must make the same platform calls in the same order
+// (descriptor writes, allocations, frees, invalidations, barriers), return
+// the same, and count the same: the direct route is exactly the walk's
+// one-page visits. Two platforms with the same history hand out the same
+// pages, so their logs compare field by field.
+struct OnePageSide {
+  explicit OnePageSide(Format f) : plat(SimPlatform::kDefaultBase, 512, 256) {
+    const bool s2 = f == Format::kStage2;
+    EXPECT_EQ(pgt.init(f, s2 ? 40 : 48, s2 ? 1 : 0, 1, &plat), 0);
+  }
+  ~OnePageSide() { pgt.destroy(); }
+  std::vector<std::string> Calls() const {
+    std::vector<std::string> out;
+    for (const sim::Event& e : plat.events()) {
+      char buf[256];
+      snprintf(buf, sizeof buf,
+               "type=%d pa=%" PRIx64 " old=%" PRIx64 " new=%" PRIx64 " ia=%" PRIx64 " level=%u vmid=%u tlbi=%d addr=%" PRIx64
+               " barrier=%d size=%" PRIx64 " order=%u",
+               int(e.type), e.ptep_pa, e.old_pte, e.new_pte, e.ia, e.level, e.vmid, int(e.tlbi), e.addr,
+               int(e.barrier), e.size, e.order);
+      out.push_back(buf);
+    }
+    return out;
+  }
+  SimPlatform plat;
+  Pgtable pgt;
+};
+
+struct OnePageCase {
+  const char* name;
+  Format format;
+  std::function<void(Pgtable&)> setup;
+  std::function<int(Pgtable&, u64 size)> op;  // on [kP, kP + size)
+  bool writes;  // the op changes something (the log must not be empty)
+};
+
+constexpr u64 kP = 0x40205000;  // a page in the middle of a level-3 table
+constexpr u64 kPg = desc::kPageSize;
+constexpr u32 kNoCmo = kMapSkipDcache | kMapSkipIcache;
+
+int S2Map(Pgtable& p, u64 ia, u64 size, u64 pa, u32 prot) {
+  return p.stage2_map(Ipa(ia), size, PhysAddr(pa), prot, kNoCmo);
+}
+
+// Leaves the last-level entry of `ia` LOCKED, as a walker on another CPU
+// does between its break and its make.
+void LockLeaf(Pgtable& p, u64 ia) {
+  u32 level = p.start_level();
+  u64* ptep = &p.root()[ia >> desc::level_shift(level)];
+  for (; level < desc::kLastLevel; ++level) {
+    ASSERT_TRUE(desc::is_table(*ptep, level));
+    auto* t = static_cast<u64*>(p.platform()->phys_to_virt(PhysAddr(desc::oa(*ptep))));
+    ptep = &t[(ia >> desc::level_shift(level + 1)) & 511];
+  }
+  *ptep = desc::kLocked;
+}
+
+TEST(OnePageRoute, SameCallsAsTheGenericWalk) {
+  const std::vector<OnePageCase> cases = {
+      {"new page beside an identical one", Format::kStage2,
+       [](Pgtable& p) {
+         ASSERT_EQ(S2Map(p, kP - 4 * kPg, 4 * kPg, kP - 4 * kPg, kProtRW), 0);
+         ASSERT_EQ(S2Map(p, kP + kPg, kPg, kP + kPg, kProtRW), 0);
+       },
+       [](Pgtable& p, u64 size) { return S2Map(p, kP, size, kP, kProtRW); }, true},
+      {"permission restriction", Format::kStage2,
+       [](Pgtable& p) {
+         ASSERT_EQ(S2Map(p, kP, 2 * kPg, kP, kProtRW), 0);
+         ASSERT_EQ(S2Map(p, kP + kPg, kPg, kP + kPg, kProtR), 0);
+       },
+       [](Pgtable& p, u64 size) { return S2Map(p, kP, size, kP, kProtR); }, true},
+      {"permission relaxation", Format::kStage2,
+       [](Pgtable& p) {
+         ASSERT_EQ(S2Map(p, kP, kPg, kP, kProtR), 0);
+         ASSERT_EQ(S2Map(p, kP + kPg, kPg, kP + kPg, kProtRW), 0);
+       },
+       [](Pgtable& p, u64 size) { return S2Map(p, kP, size, kP, kProtRW); }, true},
+      {"software bits only", Format::kStage2,
+       [](Pgtable& p) {
+         ASSERT_EQ(S2Map(p, kP, kPg, kP, kProtRW), 0);
+         ASSERT_EQ(S2Map(p, kP + kPg, kPg, kP + kPg, kProtRW | prot_sw(5)), 0);
+       },
+       [](Pgtable& p, u64 size) { return S2Map(p, kP, size, kP, kProtRW | prot_sw(5)); }, true},
+      {"new output address: break-before-make", Format::kStage2,
+       [](Pgtable& p) {
+         ASSERT_EQ(S2Map(p, kP, kPg, 0x80000000, kProtRW), 0);
+         ASSERT_EQ(S2Map(p, kP + kPg, kPg, 0x90001000, kProtRW), 0);
+       },
+       [](Pgtable& p, u64 size) { return S2Map(p, kP, size, 0x90000000, kProtRW); }, true},
+      {"a locked entry: left to its walker", Format::kStage2,
+       [](Pgtable& p) {
+         ASSERT_EQ(S2Map(p, kP, kPg, kP, kProtRW), 0);
+         ASSERT_EQ(S2Map(p, kP + kPg, kPg, kP + kPg, kProtR | prot_sw(1)), 0);
+         LockLeaf(p, kP);
+       },
+       [](Pgtable& p, u64 size) { return S2Map(p, kP, size, kP, kProtR | prot_sw(1)); }, false},
+      {"unmap a locked entry: left to its walker", Format::kStage2,
+       [](Pgtable& p) {
+         ASSERT_EQ(S2Map(p, kP + 2 * kPg, kPg, kP + 2 * kPg, kProtRW), 0);
+         ASSERT_EQ(S2Map(p, kP, kPg, kP, kProtRW), 0);
+         LockLeaf(p, kP);
+       },
+       [](Pgtable& p, u64 size) { return p.stage2_unmap(Ipa(kP), size); }, false},
+      {"identical: nothing to do", Format::kStage2,
+       [](Pgtable& p) { ASSERT_EQ(S2Map(p, kP, 2 * kPg, kP, kProtRW), 0); },
+       [](Pgtable& p, u64 size) { return S2Map(p, kP, size, kP, kProtRW); }, false},
+      {"annotation over a valid page", Format::kStage2,
+       [](Pgtable& p) {
+         ASSERT_EQ(S2Map(p, kP, kPg, kP, kProtRW), 0);
+         ASSERT_EQ(p.stage2_set_owner(Ipa(kP + kPg), kPg, 5), 0);
+       },
+       [](Pgtable& p, u64 size) { return p.stage2_set_owner(Ipa(kP), size, 5); }, true},
+      {"unmap beside mapped pages", Format::kStage2,
+       [](Pgtable& p) {
+         ASSERT_EQ(S2Map(p, kP - 4 * kPg, 8 * kPg, kP - 4 * kPg, kProtRW), 0);
+         ASSERT_EQ(p.stage2_unmap(Ipa(kP + kPg), kPg), 0);
+       },
+       [](Pgtable& p, u64 size) { return p.stage2_unmap(Ipa(kP), size); }, true},
+      {"unmap the last page: tables freed up the path", Format::kStage2,
+       [](Pgtable& p) { ASSERT_EQ(S2Map(p, kP, kPg, kP, kProtRW), 0); },
+       [](Pgtable& p, u64 size) { return p.stage2_unmap(Ipa(kP), size); }, true},
+      {"unmap an annotation", Format::kStage2,
+       [](Pgtable& p) {
+         ASSERT_EQ(p.stage2_set_owner(Ipa(kP), kPg, 3), 0);
+         ASSERT_EQ(S2Map(p, kP + 2 * kPg, kPg, kP + 2 * kPg, kProtRW), 0);
+       },
+       [](Pgtable& p, u64 size) { return p.stage2_unmap(Ipa(kP), size); }, true},
+      {"unmap an empty entry", Format::kStage2,
+       [](Pgtable& p) { ASSERT_EQ(S2Map(p, kP + 2 * kPg, kPg, kP + 2 * kPg, kProtRW), 0); },
+       [](Pgtable& p, u64 size) { return p.stage2_unmap(Ipa(kP), size); }, false},
+      {"hyp: new page", Format::kHypStage1,
+       [](Pgtable& p) {
+         ASSERT_EQ(p.hyp_map(Va(kP + kPg), kPg, PhysAddr(kP + kPg), kProtRW, kNoCmo), 0);
+       },
+       [](Pgtable& p, u64 size) { return p.hyp_map(Va(kP), size, PhysAddr(kP), kProtRW, kNoCmo); }, true},
+      {"hyp: unmap the last page", Format::kHypStage1,
+       [](Pgtable& p) { ASSERT_EQ(p.hyp_map(Va(kP), kPg, PhysAddr(kP), kProtRW, kNoCmo), 0); },
+       [](Pgtable& p, u64 size) { return p.hyp_unmap(Va(kP), size); }, true},
+      {"hyp: unmap beside a mapped page", Format::kHypStage1,
+       [](Pgtable& p) {
+         ASSERT_EQ(p.hyp_map(Va(kP - kPg), 2 * kPg, PhysAddr(kP - kPg), kProtRW, kNoCmo), 0);
+       },
+       [](Pgtable& p, u64 size) { return p.hyp_unmap(Va(kP), size); }, true},
+  };
+  for (const OnePageCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    OnePageSide one(c.format), two(c.format);
+    c.setup(one.pgt);
+    c.setup(two.pgt);
+    one.plat.clear_events();
+    two.plat.clear_events();
+    const PgtableStats s1 = one.pgt.stats(), s2 = two.pgt.stats();
+    EXPECT_EQ(c.op(one.pgt, kPg), c.op(two.pgt, 2 * kPg));
+    const std::vector<std::string> calls = one.Calls();
+    EXPECT_EQ(calls, two.Calls());
+    EXPECT_EQ(!calls.empty(), c.writes) << calls.size() << " calls";
+    EXPECT_EQ(one.plat.pages_in_use(), two.plat.pages_in_use());
+    const PgtableStats e1 = one.pgt.stats(), e2 = two.pgt.stats();
+    EXPECT_EQ(e1.leaf_writes - s1.leaf_writes, e2.leaf_writes - s2.leaf_writes);
+    EXPECT_EQ(e1.breaks - s1.breaks, e2.breaks - s2.breaks);
+    EXPECT_EQ(e1.tlbis - s1.tlbis, e2.tlbis - s2.tlbis);
+    EXPECT_EQ(e1.table_pages, e2.table_pages);
+    for (u64 a = kP - 4 * kPg; a < kP + 4 * kPg; a += kPg) {
+      u64 p1 = 0, p2 = 0;
+      u32 l1 = 0, l2 = 0;
+      ASSERT_EQ(one.pgt.get_leaf(a, &p1, &l1), 0);
+      ASSERT_EQ(two.pgt.get_leaf(a, &p2, &l2), 0);
+      EXPECT_EQ(p1, p2) << std::hex << a;
+      EXPECT_EQ(l1, l2) << std::hex << a;
+    }
+  }
+}
+
 class PgtableTest : public ::testing::Test {
  protected:
   static constexpr u32 kVmid = 7;

@@ -134,6 +134,8 @@ SimPlatform::SimPlatform(u64 base_pa, u64 num_pages, u64 pool_pages)
   free_stack_.reserve(pool_pages_);
   for (u64 i = pool_pages_; i-- > 0;) free_stack_.push_back(u32(i));
   update_pte_hook();
+  // phys_to_virt's arena, for the library's inline translation.
+  set_linear_window(base_, bytes, reinterpret_cast<uintptr_t>(arena_));
 }
 
 SimPlatform::~SimPlatform() {
