@@ -148,16 +148,19 @@ struct MemProtect::Impl {
     return 0;
   }
 
-  // [pfn, pfn + nr) must be memory the host may give away, in one region.
+  // [pfn, pfn + nr) must be memory the host may give away, in one region:
+  // its first and last pages name the same region (PageMeta::region), so
+  // no search of the memory map.
   static int check_host_range(MemProtect& mp, u64 pfn, u64 nr) {
     int ret = check_nr(nr);
     if (ret) return ret;
     if (pfn > kPfnMax || pfn + nr < pfn || pfn + nr > (kPfnMax >> 0) ||
         ((pfn + nr) << kPageShift) > (u64{1} << mp.host_.ia_bits()))
       return -kEINVAL;
-    const MemRegion* r = nullptr;
-    if (!mp.cfg_.memmap->in_one_region(pfn << kPageShift, nr << kPageShift, &r)) return -kEINVAL;
-    if (r->flags & kRegionNoMap) return -kEINVAL;
+    const PageMeta* first = mp.meta(pfn);
+    const PageMeta* last = mp.meta(pfn + nr - 1);
+    if (!first || !last || first->region == 0 || first->region != last->region) return -kEINVAL;
+    if ((*mp.cfg_.memmap)[first->region - 1u].flags & kRegionNoMap) return -kEINVAL;
     return 0;
   }
 
@@ -495,15 +498,16 @@ struct MemProtect::Impl {
   // returned page sits next to pages still given away).
   static void heal(MemProtect& mp, u64 addr, u64 size) {
     constexpr u32 kMaxNoted = 8;
-    u64 mixed[kMaxNoted];  // bases of blocks of the level below found kNo
-    u32 nr_mixed = 0;
-    bool overflow = false;  // more than kMaxNoted: skip nothing at the next level
+    u64 noted[2][kMaxNoted];  // bases of the blocks found kNo: [level & 1]
+    u32 nr_mixed = 0;         // in noted[(level + 1) & 1], from the level below
+    bool overflow = false;    // more than kMaxNoted: skip nothing at the next level
     for (u32 level = kLastLevel - 1; level >= 1; --level) {
       const u64 g = granule_size(level);
-      u64 found[kMaxNoted];
-      u32 nr_found = 0;
+      const u64* mixed = noted[(level + 1) & 1];
+      u64* found = noted[level & 1];
+      u32 nr_found = 0, nr_blocks = 0;
       bool found_overflow = false;
-      for (u64 base = align_down(addr, g); base < addr + size; base += g) {
+      for (u64 base = align_down(addr, g); base < addr + size; base += g, ++nr_blocks) {
         const Range b{base, base + g};
         bool contains_mixed = false;
         for (u32 i = 0; !overflow && i < nr_mixed; ++i) contains_mixed |= b.contains(mixed[i]);
@@ -520,7 +524,8 @@ struct MemProtect::Impl {
                                 kHostMemProt | state_prot(PageState::kOwned), kHostMapFlags) == 0)
           count(&mp.cpu_stats().heals);
       }
-      for (u32 i = 0; i < nr_found; ++i) mixed[i] = found[i];
+      // No block of this level is uniform: every block above contains one.
+      if (!found_overflow && nr_found == nr_blocks) break;
       nr_mixed = nr_found;
       overflow = found_overflow;
       if (level == 1) break;
@@ -645,6 +650,12 @@ int MemProtect::init(const MemProtectConfig& cfg) {
     if (r.base + r.size > (u64{1} << cfg.host_ia_bits)) return -kEINVAL;
   }
   if (!valid_geometry(Format::kStage2, cfg.guest_ia_bits, cfg.guest_start_level)) return -kEINVAL;
+  static_assert(MemMap::kMaxRegions < 255, "PageMeta::region is a u8");
+  for (u32 i = 0; i < cfg.memmap->size(); ++i) {
+    const MemRegion& r = (*cfg.memmap)[i];
+    PageMeta* m = &cfg.meta[(r.base >> kPageShift) - cfg.meta_base_pfn];
+    for (u64 p = 0; p < r.size >> kPageShift; ++p) m[p].region = u8(i + 1);
+  }
   cfg_ = cfg;
   int ret = host_.init(Format::kStage2, cfg.host_ia_bits, cfg.host_start_level, 0, cfg.platform);
   if (ret) return ret;

@@ -82,7 +82,10 @@ struct PageMeta {
   u8 host_state;  ///< PageState the host stage 2 encodes (0 = OWNED).
   u8 owner;       ///< Owner id annotated while the host state is NOPAGE.
   u8 hyp_state_inv;  ///< PageState of the hyp stage 1, complemented (0 = NOPAGE).
-  u8 pad;
+  /// 1 + index in the memory map of the region holding the page, 0 for a
+  /// page of the metadata span in no region. Set by MemProtect::init: a
+  /// range lies in one region when its first and last pages name the same.
+  u8 region;
 };
 static_assert(sizeof(PageMeta) == 8);
 /// The host's state of a page, from its metadata.
@@ -128,7 +131,8 @@ struct MemProtectConfig {
   u32 guest_ia_bits;
   u32 guest_start_level;
   /// Metadata for pages [meta_base_pfn, meta_base_pfn + meta_nr); must cover
-  /// every memory region. Zero-initialised by the caller.
+  /// every memory region. Zero-initialised by the caller. The memory map
+  /// must not change after init (each page's region is noted there).
   PageMeta* meta;
   u64 meta_base_pfn;
   u64 meta_nr;

@@ -43,7 +43,7 @@ struct MemLookup {
 /// A sorted array of at most kMaxRegions non-overlapping regions.
 class MemMap {
  public:
-  static constexpr u32 kMaxRegions = 64;
+  static constexpr u32 kMaxRegions = 64;  // PageMeta::region holds 1 + an index
 
   /// Adds a region. -EINVAL for an empty, overflowing or page-misaligned
   /// region, -EEXIST when it overlaps one already present, -ENOMEM when full.

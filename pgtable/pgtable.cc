@@ -824,11 +824,8 @@ struct Pgtable::Internal {
 
 using I = Pgtable::Internal;
 
-u64 max_new_tables(u32 start_level, u64 addr, u64 size, u64 phys, bool annotate) {
+u64 max_new_tables_range(u32 start_level, u64 addr, u64 size, u64 phys, bool annotate) {
   if (size == 0) return 0;
-  // One page (the common transition): one table per level below the root,
-  // what the loop below computes, without it.
-  if ((addr & (kPageSize - 1)) == 0 && size <= kPageSize) return kLastLevel - start_level;
   const u64 first = align_down(addr, kPageSize);
   const u64 end = align_down(addr + size + kPageSize - 1, kPageSize);
   u64 total = 0;

@@ -107,7 +107,13 @@ static_assert(vtcr_el2(40, 1, 40) == (24 | (1 << 6) | (1 << 8) | (1 << 10) | (3 
 /// Worst-case number of new table pages a map (or annotation, when
 /// `phys_congruent` is true for every level) of [addr, addr + size) may need,
 /// block splits included. Callers reserve this many before committing.
-u64 max_new_tables(u32 start_level, u64 addr, u64 size, u64 phys, bool annotate);
+u64 max_new_tables_range(u32 start_level, u64 addr, u64 size, u64 phys, bool annotate);
+/// max_new_tables_range, inline for one aligned page (the common
+/// transition): one table per level below the root.
+inline u64 max_new_tables(u32 start_level, u64 addr, u64 size, u64 phys, bool annotate) {
+  if (size != 0 && size <= desc::kPageSize && (addr & (desc::kPageSize - 1)) == 0) return desc::kLastLevel - start_level;
+  return max_new_tables_range(start_level, addr, size, phys, annotate);
+}
 
 /// A page table rooted in one (or, for stage 2, up to 16 concatenated) pages.
 class Pgtable {
