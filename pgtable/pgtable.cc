@@ -386,11 +386,16 @@ struct Pgtable::Internal {
     return t;
   }
 
-  // Replaces the block (valid or annotated) in ctx by an equivalent table.
-  static int split_block(const VisitCtx& ctx) {
+  struct MapData;
+
+  // Replaces the block (valid or annotated) in ctx by an equivalent table;
+  // for an exclusive map walk (`m`), one whose entries under the walk
+  // already hold their new values (presplit).
+  static int split_block(const VisitCtx& ctx, MapData* m = nullptr) {
     Pgtable* pgt = ctx.pgt;
     u64* t = build_split(pgt, ctx.old, ctx.level);
     if (!t) return -kENOMEM;
+    if (m) presplit(ctx, t, *m);
     const u64 table_pte = make_table(pgt->platform_->virt_to_phys(t).value());
     // New entries must be visible before the table is published.
     pgt->platform_->barrier(Barrier::kDsbIshst);
@@ -428,11 +433,11 @@ struct Pgtable::Internal {
   }
 
   // Makes the entry at ctx a table (splitting a block or creating an empty
-  // table) so the walk can descend into it.
-  static int ensure_table(const VisitCtx& ctx) {
+  // table) so the walk can descend into it; `m` as for split_block.
+  static int ensure_table(const VisitCtx& ctx, MapData* m = nullptr) {
     if (is_locked(ctx.old)) return -kEAGAIN;
     if (ctx.old == 0) return install_empty_table(ctx);
-    return split_block(ctx);
+    return split_block(ctx, m);
   }
 
   // --- Map / annotate ---------------------------------------------------------
@@ -571,6 +576,62 @@ struct Pgtable::Internal {
     return true;
   }
 
+  // Writes into the split table `t` (not yet published) the new value of
+  // each child entry that the map walk at ctx would otherwise update with a
+  // break or an invalidation of its own (a new output address, new
+  // permissions or attributes, an annotation): entries the walk covers whole
+  // and may map at the child level. The walk then finds them done, and the
+  // break of the block covers every translation the table replaces: a
+  // donation of an unaligned range costs one invalidation per split block,
+  // not one per page. Changes of software bits alone need neither and are
+  // left to the walk (no cheaper here). Under FEAT_BBM level 2 a valid
+  // block is swapped for its table without a break, so the table must
+  // translate exactly as the block did: nothing is done here. The cache
+  // maintenance is try_leaf's, entry by entry. Split entries and new ones
+  // are all counted (no uncounted annotation comes here): the table's
+  // reference count holds.
+  static void presplit(const VisitCtx& ctx, u64* t, MapData& m) {
+    Pgtable* pgt = ctx.pgt;
+    const u32 child = ctx.level + 1;
+    const u64 g = granule_size(child);
+    const u64 base = align_down(ctx.addr, granule_size(ctx.level));
+    if (pgt->bbm2_ && is_valid(ctx.old)) return;
+    // Every entry of a split carries the block's attributes, and every new
+    // leaf the map's: when those differ in software bits only and the output
+    // addresses line up, so do all the entries (the share of a range).
+    if (!m.annotate && is_valid(ctx.old) && ((leaf_attrs(ctx.old) ^ m.attrs) & ~kSwMask) == 0 &&
+        oa(ctx.old) - base == m.phys - m.start)
+      return;
+    // try_leaf's cache maintenance can only act on a valid normal-memory
+    // leaf without both skip flags.
+    constexpr u32 kSkipBoth = kMapSkipDcache | kMapSkipIcache;
+    const bool cmo = !m.annotate && !m.device && (ctx.flags & kSkipBoth) != kSkipBoth;
+    u64 writes = 0;
+    for (u32 i = index(ctx.addr, child); i < kPtrsPerTable; ++i) {
+      const u64 a = base + i * g;
+      if (a >= ctx.end) break;
+      if (a < ctx.addr) continue;  // the child entry starts before the walk
+      if (child != kLastLevel) {  // leaf_allowed at the child level (always, for a page)
+        const VisitCtx c{pgt, &t[i], t[i], a, ctx.end, child, ctx.flags, ctx.arg};
+        if (!leaf_allowed(c, m)) continue;
+      }
+      const u64 old = t[i];
+      const u64 new_pte = m.annotate ? m.annotation : make_leaf(m.phys + (a - m.start), m.attrs, child);
+      const u64 diff = old ^ new_pte;
+      if ((diff & ~kSwMask) == 0) continue;
+      if (cmo) {
+        const VisitCtx c{pgt, &t[i], old, a, ctx.end, child, ctx.flags, ctx.arg};
+        if (is_valid(old) && (diff & ~(m.perm_mask | kSwMask)) == 0)
+          icache_if_exec_gained(c, old, new_pte);
+        else
+          cmo_for_map(c, new_pte, m);
+      }
+      t[i] = new_pte;
+      ++writes;
+    }
+    m.leaf_writes += writes;
+  }
+
   [[gnu::always_inline]] static int map_cb(const VisitCtx& ctx, u32 visit) {
     MapData& m = *static_cast<MapData*>(ctx.arg);
     if (visit != kWalkLeaf) flush_refs(ctx.pgt, &m.refs);  // counts must be exact at table visits
@@ -581,7 +642,8 @@ struct Pgtable::Internal {
     }
     if (leaf_allowed(ctx, m)) return try_leaf(ctx, m);
     if (m.annotate && ctx.old == m.annotation) return 0;  // already carries it; no split needed
-    return ensure_table(copy(ctx));
+    const bool presplit_ok = !shared(ctx) && (!m.annotate || is_counted(m.annotation));
+    return ensure_table(copy(ctx), presplit_ok ? &m : nullptr);
   }
 
   // --- Unmap -----------------------------------------------------------------
