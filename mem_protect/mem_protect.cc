@@ -159,7 +159,9 @@ struct MemProtect::Impl {
       return -kEINVAL;
     const PageMeta* first = mp.meta(pfn);
     const PageMeta* last = mp.meta(pfn + nr - 1);
-    if (!first || !last || first->region == 0 || first->region != last->region) return -kEINVAL;
+    if (!first || !last || first->region == 0 || first->region != last->region ||
+        first->region > mp.cfg_.memmap->size())
+      return -kEINVAL;
     if ((*mp.cfg_.memmap)[first->region - 1u].flags & kRegionNoMap) return -kEINVAL;
     return 0;
   }
@@ -651,6 +653,9 @@ int MemProtect::init(const MemProtectConfig& cfg) {
   }
   if (!valid_geometry(Format::kStage2, cfg.guest_ia_bits, cfg.guest_start_level)) return -kEINVAL;
   static_assert(MemMap::kMaxRegions < 255, "PageMeta::region is a u8");
+  // Every page's region from this memory map: a stale value in a gap of
+  // the span would let a range check accept MMIO.
+  for (u64 p = 0; p < cfg.meta_nr; ++p) cfg.meta[p].region = 0;
   for (u32 i = 0; i < cfg.memmap->size(); ++i) {
     const MemRegion& r = (*cfg.memmap)[i];
     PageMeta* m = &cfg.meta[(r.base >> kPageShift) - cfg.meta_base_pfn];

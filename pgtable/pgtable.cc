@@ -459,7 +459,7 @@ struct Pgtable::Internal {
     // end, and the output address was checked page aligned on entry.
     if (ctx.level == kLastLevel) return true;
     const u64 g = granule_size(ctx.level);
-    if (ctx.level != kLastLevel && !level_supports_block(ctx.level)) return false;
+    if (!level_supports_block(ctx.level)) return false;
     if (!is_aligned_u(ctx.addr, g) || ctx.end - ctx.addr < g) return false;
     if (m.annotate) return true;
     return is_aligned_u(m.phys + (ctx.addr - m.start), g);
@@ -849,7 +849,9 @@ struct Pgtable::Internal {
     int ret = 0;
     if (size == kPageSize && map_page(pgt, addr, m, flags, &ret)) {
       flush_refs(pgt, &m.refs);
-      if (m.leaf_writes) stat_inc(&pgt->cpu_stats().leaf_writes, m.leaf_writes);
+      PgtableStats& st = pgt->cpu_stats();
+      stat_inc(&st.direct_pages);
+      if (m.leaf_writes) stat_inc(&st.leaf_writes, m.leaf_writes);
       return ret;
     }
     // Table visits only where they can act: a table can be coalesced only
@@ -873,6 +875,7 @@ struct Pgtable::Internal {
     if (size == kPageSize && unmap_page(pgt, addr, u)) {
       flush_refs(pgt, &u.refs);
       flush_unmapped(pgt, u);
+      stat_inc(&pgt->cpu_stats().direct_pages);
       return 0;
     }
     Walker w{unmap_cb, &u, kWalkLeaf | kWalkTablePost};

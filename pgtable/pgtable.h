@@ -79,6 +79,7 @@ struct PgtableStats {
   u64 breaks;        ///< Break-before-make breaks of a live entry.
   u64 bbm2_skips;    ///< Breaks skipped under FEAT_BBM level 2.
   u64 tlbis;         ///< TLB invalidations issued.
+  u64 direct_pages;  ///< One-page maps and unmaps that went straight down (a complete path).
 };
 
 /// Architectural limits of (input size, start level) for the 4 KiB granule.

@@ -50,6 +50,7 @@ struct EnvConfig {
   bool attach_bbm = true;  ///< benchmarks run without the checker (it sees every event)
   bool exclusive_aborts = false;  ///< host aborts under the exclusive lock (comparison baseline)
   RwLock* host_lock = nullptr;    ///< a test's own host lock (default: the per-CPU one, as at EL2)
+  bool stale_meta_regions = false;  ///< metadata handed to init with every region byte set (a previous user's)
 };
 
 class Env {
@@ -68,6 +69,8 @@ class Env {
     }
     meta_base = lo >> desc::kPageShift;
     meta.assign((hi - lo) >> desc::kPageShift, PageMeta{});
+    if (c.stale_meta_regions)
+      for (PageMeta& m : meta) m.region = 0xff;
     MemProtectConfig mc = {};
     mc.platform = &plat;
     mc.memmap = &mm;

@@ -537,6 +537,31 @@ INSTANTIATE_TEST_SUITE_P(All, ArgTest, ::testing::ValuesIn(arg_cases()),
 
 // --- Reclaim, checksum, pins, guests ---------------------------------------------------------------
 
+// A range's region comes from its first and last pages' metadata
+// (PageMeta::region), written by init for every page of the span: gap pages
+// read 0 even when the caller's metadata held other bytes there, adjacent
+// regions read different values, and a no-map region is still refused.
+TEST(PageMetaRegion, InitNotesEveryPagesRegion) {
+  EnvConfig c;
+  c.stale_meta_regions = true;
+  Env e(c);
+  ASSERT_EQ(e.init_ret, 0);
+  auto region_of = [&](u64 addr) { return e.meta[(addr >> desc::kPageShift) - e.meta_base].region; };
+  EXPECT_EQ(region_of(0x40000000), 1);
+  EXPECT_EQ(region_of(0x80000000 - kPage), 1);
+  EXPECT_EQ(region_of(0x80000000), 2);
+  EXPECT_EQ(region_of(0x80200000 - kPage), 2);
+  EXPECT_EQ(region_of(0x80200000), 0) << "MMIO gap inside the metadata span";
+  EXPECT_EQ(region_of(0x803ff000), 0);
+  EXPECT_EQ(region_of(0x80400000), 3);
+  const u64 gap = 0x80200000 >> desc::kPageShift;
+  EXPECT_EQ(e.mp.host_share_hyp(gap, 1), -kEINVAL);
+  EXPECT_EQ(e.mp.host_donate_hyp(gap + 1, 2), -kEINVAL);
+  EXPECT_EQ(e.mp.host_share_hyp((0x80000000 >> desc::kPageShift) - 1, 2), -kEINVAL) << "across R0 and R1";
+  EXPECT_EQ(e.mp.host_share_hyp(0x80400000 >> desc::kPageShift, 1), -kEINVAL) << "no-map";
+  EXPECT_EQ(e.mp.host_share_hyp((0x80200000 >> desc::kPageShift) - 1, 1), 0) << "R1's last page";
+}
+
 TEST_F(MpTest, ReclaimZeroesEveryPageBeforeTheHostGetsItBack) {
   const u64 pfn = env.data_pfn() + 0x1fc;  // 8 pages across a 2 MiB boundary
   for (u64 i = 0; i < 8; ++i) env.fill(pfn + i, 77 + i);

@@ -237,16 +237,26 @@ int S2Map(Pgtable& p, u64 ia, u64 size, u64 pa, u32 prot) {
   return p.stage2_map(Ipa(ia), size, PhysAddr(pa), prot, kNoCmo);
 }
 
-// Leaves the last-level entry of `ia` LOCKED, as a walker on another CPU
-// does between its break and its make.
-void LockLeaf(Pgtable& p, u64 ia) {
+// The last-level entry of `ia` (tables required above it).
+u64* LeafSlot(Pgtable& p, u64 ia) {
   u32 level = p.start_level();
   u64* ptep = &p.root()[ia >> desc::level_shift(level)];
   for (; level < desc::kLastLevel; ++level) {
-    ASSERT_TRUE(desc::is_table(*ptep, level));
+    if (!desc::is_table(*ptep, level)) {
+      ADD_FAILURE() << "no table at L" << level << " for " << std::hex << ia;
+      return nullptr;
+    }
     auto* t = static_cast<u64*>(p.platform()->phys_to_virt(PhysAddr(desc::oa(*ptep))));
     ptep = &t[(ia >> desc::level_shift(level + 1)) & 511];
   }
+  return ptep;
+}
+
+// Leaves the last-level entry of `ia` LOCKED, as a walker on another CPU
+// does between its break and its make.
+void LockLeaf(Pgtable& p, u64 ia) {
+  u64* ptep = LeafSlot(p, ia);
+  ASSERT_NE(ptep, nullptr);
   *ptep = desc::kLocked;
 }
 
@@ -355,6 +365,9 @@ TEST(OnePageRoute, SameCallsAsTheGenericWalk) {
     EXPECT_EQ(e1.breaks - s1.breaks, e2.breaks - s2.breaks);
     EXPECT_EQ(e1.tlbis - s1.tlbis, e2.tlbis - s2.tlbis);
     EXPECT_EQ(e1.table_pages, e2.table_pages);
+    // The one-page side took the direct route, the two-page side the walk.
+    EXPECT_EQ(e1.direct_pages - s1.direct_pages, 1u);
+    EXPECT_EQ(e2.direct_pages - s2.direct_pages, 0u);
     for (u64 a = kP - 4 * kPg; a < kP + 4 * kPg; a += kPg) {
       u64 p1 = 0, p2 = 0;
       u32 l1 = 0, l2 = 0;
@@ -364,6 +377,43 @@ TEST(OnePageRoute, SameCallsAsTheGenericWalk) {
       EXPECT_EQ(l1, l2) << std::hex << a;
     }
   }
+}
+
+// The abort path's flags (a shared walker resolving a fault) on the direct
+// route: a one-page walk that stops on any non-zero visit result, as the
+// walker table in docs/pgtable.md gives it.
+TEST(OnePageRoute, FaultHandlerRules) {
+  HookedPlatform plat(SimPlatform::kDefaultBase, 512, 256);
+  Pgtable pgt;
+  ASSERT_EQ(pgt.init(Format::kStage2, 40, 1, 1, &plat), 0);
+  constexpr u32 kFault = kWalkShared | kWalkHandleFault;
+  ASSERT_EQ(S2Map(pgt, kP + kPg, kPg, kP + kPg, kProtRW), 0);  // tables down to level 3
+  const u64 d0 = pgt.stats().direct_pages;
+  const u64 page = kP | kS2RW | kPage;
+  // A new page: mapped.
+  EXPECT_EQ(pgt.stage2_map(Ipa(kP), kPg, PhysAddr(kP), kProtRW, kFault | kNoCmo), 0);
+  EXPECT_EQ(*LeafSlot(pgt, kP), page);
+  // Already mapped the same (another CPU got there first): -EAGAIN, the
+  // host retries the access.
+  EXPECT_EQ(pgt.stage2_map(Ipa(kP), kPg, PhysAddr(kP), kProtRW, kFault | kNoCmo), -kEAGAIN);
+  // Mid break-before-make on another CPU: -EAGAIN, the entry untouched.
+  const u64 neighbour = *LeafSlot(pgt, kP + kPg);
+  LockLeaf(pgt, kP + kPg);
+  EXPECT_EQ(pgt.stage2_map(Ipa(kP + kPg), kPg, PhysAddr(kP + kPg), kProtRW, kFault | kNoCmo), -kEAGAIN);
+  EXPECT_EQ(*LeafSlot(pgt, kP + kPg), desc::kLocked);
+  *LeafSlot(pgt, kP + kPg) = neighbour;
+  // A lost race: another CPU fills the empty entry between this walker's
+  // read and its compare-and-swap (here, during its cache maintenance).
+  ASSERT_EQ(pgt.stage2_unmap(Ipa(kP), kPg), 0);
+  const u64 theirs = kP | kS2R | kPage;
+  plat.on_dcache = [&] { *LeafSlot(pgt, kP) = theirs; };
+  EXPECT_EQ(pgt.stage2_map(Ipa(kP), kPg, PhysAddr(kP), kProtRW, kFault), -kEAGAIN);
+  EXPECT_EQ(*LeafSlot(pgt, kP), theirs) << "the winner's entry stays";
+  EXPECT_EQ(pgt.stats().direct_pages - d0, 5u) << "every call above went straight down";
+  *LeafSlot(pgt, kP) = 0;  // the other CPU's entry was never counted
+  pgt.destroy();
+  EXPECT_EQ(plat.pages_in_use(), 0u);
+  EXPECT_TRUE(plat.violations().empty());
 }
 
 class PgtableTest : public ::testing::Test {
@@ -1526,6 +1576,7 @@ TEST_F(PgtableTest, YoungTrackingNeedsNoInvalidation) {
 // Prejudgement (seed 003)
 // ---------------------------------------------------------------------------
 
+// The counters of changes (direct_pages counts a route taken, changed or not).
 bool SameStats(const PgtableStats& a, const PgtableStats& b) {
   return a.table_pages == b.table_pages && a.leaf_writes == b.leaf_writes && a.breaks == b.breaks &&
          a.bbm2_skips == b.bbm2_skips && a.tlbis == b.tlbis;
