@@ -95,10 +95,84 @@ struct Pgtable::Internal {
       return 0;
     }
     // The map and unmap callbacks, known here, are inlined into the loop
-    // (the per-leaf call chain was most of a large map's time).
-    if (w.cb == map_cb) return leaf_loop(d, table, map_cb);
-    if (w.cb == unmap_cb) return leaf_loop(d, table, unmap_cb);
+    // (the per-leaf call chain was most of a large map's time); exclusive
+    // walks take their common entries without a visit at all.
+    if (w.cb == map_cb) return (w.flags & kWalkShared) ? leaf_loop(d, table, map_cb) : map_leaves(d, table);
+    if (w.cb == unmap_cb) return (w.flags & kWalkShared) ? leaf_loop(d, table, unmap_cb) : unmap_leaves(d, table);
     return leaf_loop(d, table, w.cb);
+  }
+
+  // A descriptor store of an exclusive walk at the last level, with its note.
+  [[gnu::always_inline]] static void store_leaf(Pgtable* pgt, u64* ptep, u64 old, u64 new_pte, u64 addr) {
+    __atomic_store_n(ptep, new_pte, __ATOMIC_RELEASE);
+    if (pgt->platform_->wants_pte_writes()) pgt->platform_->pte_written(ptep, old, new_pte, addr, kLastLevel, pgt->vmid_);
+  }
+
+  // An exclusive map over a last-level table. The two entries a range
+  // transition meets by the hundred are handled inline, with exactly what
+  // try_leaf does for them: an empty entry becoming a new leaf or a counted
+  // annotation when no cache maintenance is due (a store, one more counted
+  // entry), and a valid page whose new value differs in software bits only
+  // (a store in place: no invalidation, no count change, no execute right
+  // gained). An identical entry needs nothing. Every other entry is visited
+  // as in leaf_loop.
+  static int map_leaves(WalkData& d, u64* table) {
+    const Walker& w = *d.walker;
+    Pgtable* pgt = d.pgt;
+    MapData& m = *static_cast<MapData*>(w.arg);
+    constexpr u32 kSkipBoth = kMapSkipDcache | kMapSkipIcache;
+    const bool cmo = !m.annotate && !m.device && (w.flags & kSkipBoth) != kSkipBoth;
+    for (u32 idx = index(d.addr, kLastLevel); idx < kPtrsPerTable && d.addr < d.end; ++idx, d.addr += kPageSize) {
+      u64* ptep = &table[idx];
+      const u64 old = load_pte(ptep);
+      const u64 new_pte = m.annotate ? m.annotation : make_leaf(m.phys + (d.addr - m.start), m.attrs, kLastLevel);
+      if (old == new_pte) continue;
+      const bool fill = old == 0 && !cmo;  // new_pte != 0: counted
+      if (fill || (is_valid(old) && is_valid(new_pte) && ((old ^ new_pte) & ~kSwMask) == 0)) {
+        store_leaf(pgt, ptep, old, new_pte, d.addr);
+        if (fill) {
+          if (m.refs.page != table) {
+            flush_refs(pgt, &m.refs);
+            m.refs.page = table;
+          }
+          ++m.refs.delta;
+        }
+        ++m.leaf_writes;
+        continue;
+      }
+      const int ret = map_cb(VisitCtx{pgt, ptep, old, d.addr, d.end, kLastLevel, w.flags, w.arg}, kWalkLeaf);
+      if (!walk_continue(w.flags, ret)) return ret;  // exclusive: no retry
+    }
+    return 0;
+  }
+
+  // An exclusive unmap over a last-level table: unmap_cb's leaf visit for a
+  // page, inline (a page is never split, and a LOCKED entry is left to the
+  // walker that holds it, as unmap_cb's -EAGAIN does for an exclusive walk).
+  static int unmap_leaves(WalkData& d, u64* table) {
+    Pgtable* pgt = d.pgt;
+    UnmapData& u = *static_cast<UnmapData*>(d.walker->arg);
+    for (u32 idx = index(d.addr, kLastLevel); idx < kPtrsPerTable && d.addr < d.end; ++idx, d.addr += kPageSize) {
+      u64* ptep = &table[idx];
+      const u64 old = load_pte(ptep);
+      if (old == 0 || is_locked(old)) continue;
+      store_leaf(pgt, ptep, old, 0, d.addr);
+      if (u.refs.page != table) {
+        flush_refs(pgt, &u.refs);
+        u.refs.page = table;
+      }
+      --u.refs.delta;
+      u.written |= 1u << kLastLevel;
+      if (!is_valid(old)) continue;  // an annotation: no TLB holds it
+      if (u.n < kDeferredTlbis) {
+        u.addr[u.n] = d.addr;
+        u.level[u.n] = kLastLevel;
+        ++u.n;
+      } else {
+        u.all = true;
+      }
+    }
+    return 0;
   }
 
   // Inlined, so `cb` is a constant at the two call sites above.
