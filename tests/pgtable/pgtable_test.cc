@@ -379,6 +379,101 @@ TEST(OnePageRoute, SameCallsAsTheGenericWalk) {
   }
 }
 
+// An exclusive map over a last-level table takes its common entries inline
+// (map_leaves) and visits the others. Over a table holding every kind of
+// entry, a map of the whole range must make the same calls as one map per
+// page (each a one-page visit of its own): the same descriptor writes, cache
+// maintenance, breaks and invalidations in the same order, the same
+// entries, counts and statistics.
+TEST(LeafLoop, RangeMapMakesThePerPageCalls) {
+  constexpr u64 kBase = 0x40200000;  // a 2 MiB window, level-3 table
+  constexpr u32 kN = 16;
+  auto setup = [](Pgtable& p) {
+    ASSERT_EQ(S2Map(p, kBase + 15 * kPg, kPg, 0x70000000, kProtRW), 0);  // the table
+    ASSERT_EQ(S2Map(p, kBase + 1 * kPg, kPg, kBase + 1 * kPg, kProtRW), 0);                 // identical
+    ASSERT_EQ(S2Map(p, kBase + 2 * kPg, kPg, kBase + 2 * kPg, kProtRW | prot_sw(3)), 0);    // software bits
+    ASSERT_EQ(S2Map(p, kBase + 3 * kPg, kPg, kBase + 3 * kPg, kProtR), 0);                  // relaxation
+    ASSERT_EQ(S2Map(p, kBase + 4 * kPg, kPg, kBase + 4 * kPg, kProtRWX), 0);                // restriction
+    ASSERT_EQ(S2Map(p, kBase + 5 * kPg, kPg, 0x90000000, kProtRW), 0);                      // new output address
+    ASSERT_EQ(p.stage2_set_owner(Ipa(kBase + 6 * kPg), kPg, 4), 0);                         // annotation
+    ASSERT_EQ(S2Map(p, kBase + 7 * kPg, kPg, kBase + 7 * kPg, kProtRW), 0);
+    LockLeaf(p, kBase + 7 * kPg);                                                           // locked
+    ASSERT_EQ(S2Map(p, kBase + 8 * kPg, kPg, kBase + 8 * kPg, kProtRW | kProtDevice), 0);   // device -> normal
+  };
+  struct Op {
+    const char* name;
+    std::function<int(Pgtable&, u64 addr, u64 size)> run;
+  };
+  const std::vector<Op> ops = {
+      {"map, cache maintenance skipped",
+       [](Pgtable& p, u64 a, u64 s) { return p.stage2_map(Ipa(a), s, PhysAddr(a), kProtRW, kNoCmo); }},
+      {"map with cache maintenance",
+       [](Pgtable& p, u64 a, u64 s) { return p.stage2_map(Ipa(a), s, PhysAddr(a), kProtRWX, 0); }},
+      {"map of device memory", [](Pgtable& p, u64 a, u64 s) {
+         return p.stage2_map(Ipa(a), s, PhysAddr(a), kProtRW | kProtDevice, 0);
+       }},
+      {"counted annotation", [](Pgtable& p, u64 a, u64 s) { return p.stage2_set_owner(Ipa(a), s, 4); }},
+  };
+  for (const Op& op : ops) {
+    SCOPED_TRACE(op.name);
+    OnePageSide range(Format::kStage2), pages(Format::kStage2);
+    setup(range.pgt);
+    setup(pages.pgt);
+    range.plat.clear_events();
+    pages.plat.clear_events();
+    const PgtableStats r0 = range.pgt.stats(), p0 = pages.pgt.stats();
+    EXPECT_EQ(op.run(range.pgt, kBase, kN * kPg), 0);
+    for (u32 i = 0; i < kN; ++i) EXPECT_EQ(op.run(pages.pgt, kBase + i * kPg, kPg), 0) << i;
+    EXPECT_EQ(range.Calls(), pages.Calls());
+    const PgtableStats r1 = range.pgt.stats(), p1 = pages.pgt.stats();
+    EXPECT_EQ(r1.leaf_writes - r0.leaf_writes, p1.leaf_writes - p0.leaf_writes);
+    EXPECT_EQ(r1.breaks - r0.breaks, p1.breaks - p0.breaks);
+    EXPECT_EQ(r1.tlbis - r0.tlbis, p1.tlbis - p0.tlbis);
+    EXPECT_GT(r1.leaf_writes - r0.leaf_writes, 0u);
+    for (u32 i = 0; i < kN; ++i) EXPECT_EQ(*LeafSlot(range.pgt, kBase + i * kPg), *LeafSlot(pages.pgt, kBase + i * kPg)) << i;
+    EXPECT_EQ(range.plat.page_count(LeafSlot(range.pgt, kBase)), pages.plat.page_count(LeafSlot(pages.pgt, kBase)));
+    *LeafSlot(range.pgt, kBase + 7 * kPg) = (kBase + 7 * kPg) | kS2RW | kPage;  // the "other walker" finishes
+    *LeafSlot(pages.pgt, kBase + 7 * kPg) = (kBase + 7 * kPg) | kS2RW | kPage;
+  }
+}
+
+// An exclusive unmap over a last-level table (unmap_leaves) clears what one
+// unmap per page clears and invalidates the same pages: batched after the
+// walk, so compared as sets, with the same counts left.
+TEST(LeafLoop, RangeUnmapClearsWhatPerPageUnmapsClear) {
+  constexpr u64 kBase = 0x40200000;
+  constexpr u32 kN = 8;
+  auto setup = [](Pgtable& p) {
+    ASSERT_EQ(S2Map(p, kBase + 15 * kPg, kPg, 0x70000000, kProtRW), 0);  // keeps the table
+    ASSERT_EQ(S2Map(p, kBase + 1 * kPg, 2 * kPg, kBase + 1 * kPg, kProtRW), 0);
+    ASSERT_EQ(p.stage2_set_owner(Ipa(kBase + 4 * kPg), kPg, 4), 0);
+    ASSERT_EQ(S2Map(p, kBase + 5 * kPg, kPg, kBase + 5 * kPg, kProtRW), 0);
+    LockLeaf(p, kBase + 5 * kPg);
+    ASSERT_EQ(S2Map(p, kBase + 6 * kPg, kPg, 0x90000000, kProtR), 0);
+  };
+  OnePageSide range(Format::kStage2), pages(Format::kStage2);
+  setup(range.pgt);
+  setup(pages.pgt);
+  range.plat.clear_events();
+  pages.plat.clear_events();
+  EXPECT_EQ(range.pgt.stage2_unmap(Ipa(kBase), kN * kPg), 0);
+  for (u32 i = 0; i < kN; ++i) EXPECT_EQ(pages.pgt.stage2_unmap(Ipa(kBase + i * kPg), kPg), 0) << i;
+  auto tlbis = [](const SimPlatform& p) {
+    std::multiset<std::string> out;
+    for (const sim::Event& e : p.events())
+      if (e.type == sim::EventType::kTlbi) out.insert(std::to_string(int(e.tlbi)) + ":" + std::to_string(e.addr));
+    return out;
+  };
+  EXPECT_EQ(tlbis(range.plat), tlbis(pages.plat));
+  EXPECT_EQ(tlbis(range.plat).size(), 3u) << "the three valid pages";
+  for (u32 i = 0; i < 16; ++i) EXPECT_EQ(*LeafSlot(range.pgt, kBase + i * kPg), *LeafSlot(pages.pgt, kBase + i * kPg)) << i;
+  EXPECT_EQ(*LeafSlot(range.pgt, kBase + 5 * kPg), desc::kLocked) << "left to its walker";
+  EXPECT_EQ(range.plat.page_count(LeafSlot(range.pgt, kBase)), 3) << "base, the locked entry's, page 15";
+  EXPECT_EQ(range.plat.page_count(LeafSlot(range.pgt, kBase)), pages.plat.page_count(LeafSlot(pages.pgt, kBase)));
+  *LeafSlot(range.pgt, kBase + 5 * kPg) = (kBase + 5 * kPg) | kS2RW | kPage;
+  *LeafSlot(pages.pgt, kBase + 5 * kPg) = (kBase + 5 * kPg) | kS2RW | kPage;
+}
+
 // The abort path's flags (a shared walker resolving a fault) on the direct
 // route: a one-page walk that stops on any non-zero visit result, as the
 // walker table in docs/pgtable.md gives it.
