@@ -7,9 +7,9 @@ mkdir -p out/bench
 echo "bench: $(date -u +%FT%TZ) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 # CPU time the hypervisor under this VM took from it (the "steal" column of
 # /proc/stat) during each binary, and before and after it the effective core
-# clock and integer issue rate (out/host/bench/clock_probe --alu: about 4
-# adds per cycle with the core to ourselves, about half when the other
-# hardware thread of the core is busy): timed rows are only comparable
+# clock and integer issue rate (out/host/bench/clock_probe --alu: adds per
+# cycle, one per integer ALU port with the core to ourselves, fewer when the
+# other hardware thread of the core is busy): timed rows are only comparable
 # between runs with similar steal, clock and issue rate.
 cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
 rc=0

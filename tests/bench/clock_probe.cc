@@ -9,8 +9,9 @@
 //    register adds, timed the same way and divided by that clock, in adds
 //    per cycle. A latency-bound chain runs at full speed even when the other
 //    hardware thread of the core is busy; throughput-bound code (the
-//    benchmarks) does not. A core to ourselves issues about 4 per cycle
-//    (four integer ALU ports); a busy sibling thread takes about half.
+//    benchmarks) does not. A core to ourselves issues one per integer ALU
+//    port and cycle (4.5-4.8 measured on this project's machines); a busy
+//    sibling thread takes a share of them.
 // Each figure is the best of five ~50 ms samples.
 #include <chrono>
 #include <cstdint>
