@@ -474,6 +474,51 @@ TEST(LeafLoop, RangeUnmapClearsWhatPerPageUnmapsClear) {
   *LeafSlot(pages.pgt, kBase + 5 * kPg) = (kBase + 5 * kPg) | kS2RW | kPage;
 }
 
+// Ranges across two last-level tables, starting mid-table, in both formats:
+// a map whose pages are half empty and half differing in software bits only
+// makes the calls of one map per page; an unmap of more than 32 pages that
+// empties both tables leaves exactly what one unmap per page leaves (its
+// invalidations differ by design: one table-wide instead of one per page).
+TEST(LeafLoop, RangesAcrossTablesMatchPerPageOperations) {
+  constexpr u64 kStart = 0x40400000 - 16 * kPg;  // 16 pages before a 2 MiB boundary
+  constexpr u32 kN = 48;
+  for (const Format f : {Format::kStage2, Format::kHypStage1}) {
+    SCOPED_TRACE(f == Format::kStage2 ? "stage 2" : "hyp stage 1");
+    auto map = [f](Pgtable& p, u64 a, u64 size, u32 prot) {
+      return f == Format::kStage2 ? p.stage2_map(Ipa(a), size, PhysAddr(a), prot, kNoCmo)
+                                  : p.hyp_map(Va(a), size, PhysAddr(a), prot, kNoCmo);
+    };
+    auto unmap = [f](Pgtable& p, u64 a, u64 size) {
+      return f == Format::kStage2 ? p.stage2_unmap(Ipa(a), size) : p.hyp_unmap(Va(a), size);
+    };
+    OnePageSide range(f), pages(f);
+    for (OnePageSide* side : {&range, &pages})
+      for (u32 i = 0; i < kN; i += 2) ASSERT_EQ(map(side->pgt, kStart + i * kPg, kPg, kProtRW | prot_sw(2)), 0);
+    const u64 in_use = range.plat.pages_in_use();
+    range.plat.clear_events();
+    pages.plat.clear_events();
+    ASSERT_EQ(map(range.pgt, kStart, kN * kPg, kProtRW), 0);
+    for (u32 i = 0; i < kN; ++i) ASSERT_EQ(map(pages.pgt, kStart + i * kPg, kPg, kProtRW), 0) << i;
+    EXPECT_EQ(range.Calls(), pages.Calls());
+    EXPECT_EQ(range.pgt.stats().leaf_writes, pages.pgt.stats().leaf_writes);
+    for (u32 i = 0; i < kN; ++i) EXPECT_EQ(*LeafSlot(range.pgt, kStart + i * kPg), *LeafSlot(pages.pgt, kStart + i * kPg)) << i;
+    EXPECT_EQ(range.plat.pages_in_use(), pages.plat.pages_in_use());
+    EXPECT_EQ(range.plat.pages_in_use(), in_use);
+
+    ASSERT_EQ(unmap(range.pgt, kStart, kN * kPg), 0);
+    for (u32 i = 0; i < kN; ++i) ASSERT_EQ(unmap(pages.pgt, kStart + i * kPg, kPg), 0) << i;
+    EXPECT_EQ(range.plat.pages_in_use(), pages.plat.pages_in_use());
+    EXPECT_EQ(range.pgt.stats().table_pages, pages.pgt.stats().table_pages);
+    EXPECT_LT(range.plat.pages_in_use(), in_use) << "both last-level tables emptied and freed";
+    u64 pte = 1;
+    u32 level = 0;
+    for (u32 i = 0; i < kN; ++i) {
+      ASSERT_EQ(range.pgt.get_leaf(kStart + i * kPg, &pte, &level), 0);
+      EXPECT_EQ(pte, 0u) << i;
+    }
+  }
+}
+
 // The abort path's flags (a shared walker resolving a fault) on the direct
 // route: a one-page walk that stops on any non-zero visit result, as the
 // walker table in docs/pgtable.md gives it.
