@@ -148,21 +148,27 @@ struct MemProtect::Impl {
     return 0;
   }
 
-  // [pfn, pfn + nr) must be memory the host may give away, in one region:
-  // its first and last pages name the same region (PageMeta::region), so
-  // no search of the memory map.
+  // The memory region holding every page of [pfn, pfn + nr) (nr > 0), or
+  // nullptr: its first and last pages name the same one (PageMeta::region),
+  // so no search of the memory map.
+  static const MemRegion* region_of(MemProtect& mp, u64 pfn, u64 nr) {
+    const PageMeta* first = mp.meta(pfn);
+    const PageMeta* last = mp.meta(pfn + nr - 1);
+    if (!first || !last || first->region == 0 || first->region != last->region ||
+        first->region > mp.cfg_.memmap->size())
+      return nullptr;
+    return &(*mp.cfg_.memmap)[first->region - 1u];
+  }
+
+  // [pfn, pfn + nr) must be memory the host may give away, in one region.
   static int check_host_range(MemProtect& mp, u64 pfn, u64 nr) {
     int ret = check_nr(nr);
     if (ret) return ret;
     if (pfn > kPfnMax || pfn + nr < pfn || pfn + nr > (kPfnMax >> 0) ||
         ((pfn + nr) << kPageShift) > (u64{1} << mp.host_.ia_bits()))
       return -kEINVAL;
-    const PageMeta* first = mp.meta(pfn);
-    const PageMeta* last = mp.meta(pfn + nr - 1);
-    if (!first || !last || first->region == 0 || first->region != last->region ||
-        first->region > mp.cfg_.memmap->size())
-      return -kEINVAL;
-    if ((*mp.cfg_.memmap)[first->region - 1u].flags & kRegionNoMap) return -kEINVAL;
+    const MemRegion* r = region_of(mp, pfn, nr);
+    if (!r || (r->flags & kRegionNoMap)) return -kEINVAL;
     return 0;
   }
 
@@ -455,8 +461,7 @@ struct MemProtect::Impl {
   // Whether `b` lies inside one memory region (else it is never one block,
   // and neither is any block containing it).
   static bool in_one_region(MemProtect& mp, const Range& b) {
-    const MemLookup l = mp.cfg_.memmap->find(b.start, u64{1} << mp.host_.ia_bits());
-    return l.region && l.range.contains(b);
+    return region_of(mp, b.start >> kPageShift, b.size() >> kPageShift) != nullptr;
   }
 
   // Whether every page of `b` is the host's alone and mapped (or mappable)

@@ -102,10 +102,15 @@ struct Pgtable::Internal {
     return leaf_loop(d, table, w.cb);
   }
 
+  // The platform's descriptor-write hook, when it wants it.
+  [[gnu::always_inline]] static void note_at(Pgtable* pgt, u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level) {
+    if (pgt->platform_->wants_pte_writes()) pgt->platform_->pte_written(ptep, old, new_pte, ia, level, pgt->vmid_);
+  }
+
   // A descriptor store of an exclusive walk at the last level, with its note.
   [[gnu::always_inline]] static void store_leaf(Pgtable* pgt, u64* ptep, u64 old, u64 new_pte, u64 addr) {
     __atomic_store_n(ptep, new_pte, __ATOMIC_RELEASE);
-    if (pgt->platform_->wants_pte_writes()) pgt->platform_->pte_written(ptep, old, new_pte, addr, kLastLevel, pgt->vmid_);
+    note_at(pgt, ptep, old, new_pte, addr, kLastLevel);
   }
 
   // An exclusive map over a last-level table. The two entries a range
@@ -120,8 +125,7 @@ struct Pgtable::Internal {
     const Walker& w = *d.walker;
     Pgtable* pgt = d.pgt;
     MapData& m = *static_cast<MapData*>(w.arg);
-    constexpr u32 kSkipBoth = kMapSkipDcache | kMapSkipIcache;
-    const bool cmo = !m.annotate && !m.device && (w.flags & kSkipBoth) != kSkipBoth;
+    const bool cmo = needs_cmo(m, w.flags);
     for (u32 idx = index(d.addr, kLastLevel); idx < kPtrsPerTable && d.addr < d.end; ++idx, d.addr += kPageSize) {
       u64* ptep = &table[idx];
       const u64 old = load_pte(ptep);
@@ -130,13 +134,7 @@ struct Pgtable::Internal {
       const bool fill = old == 0 && !cmo;  // new_pte != 0: counted
       if (fill || (is_valid(old) && is_valid(new_pte) && ((old ^ new_pte) & ~kSwMask) == 0)) {
         store_leaf(pgt, ptep, old, new_pte, d.addr);
-        if (fill) {
-          if (m.refs.page != table) {
-            flush_refs(pgt, &m.refs);
-            m.refs.page = table;
-          }
-          ++m.refs.delta;
-        }
+        if (fill) batch_ref(pgt, &m.refs, table, 1);
         ++m.leaf_writes;
         continue;
       }
@@ -157,11 +155,7 @@ struct Pgtable::Internal {
       const u64 old = load_pte(ptep);
       if (old == 0 || is_locked(old)) continue;
       store_leaf(pgt, ptep, old, 0, d.addr);
-      if (u.refs.page != table) {
-        flush_refs(pgt, &u.refs);
-        u.refs.page = table;
-      }
-      --u.refs.delta;
+      batch_ref(pgt, &u.refs, table, -1);
       u.written |= 1u << kLastLevel;
       if (!is_valid(old)) continue;  // an annotation: no TLB holds it
       if (u.n < kDeferredTlbis) {
@@ -284,9 +278,7 @@ struct Pgtable::Internal {
   static VisitCtx copy(const VisitCtx& ctx) { return ctx; }
 
   [[gnu::always_inline]] static void note(const VisitCtx& ctx, u64 old, u64 new_pte) {
-    if (!ctx.pgt->platform_->wants_pte_writes()) return;
-    ctx.pgt->platform_->pte_written(ctx.ptep, old, new_pte, align_down(ctx.addr, granule_size(ctx.level)),
-                                    ctx.level, ctx.pgt->vmid_);
+    note_at(ctx.pgt, ctx.ptep, old, new_pte, align_down(ctx.addr, granule_size(ctx.level)), ctx.level);
   }
 
   static bool shared(const VisitCtx& ctx) { return ctx.flags & kWalkShared; }
@@ -352,6 +344,16 @@ struct Pgtable::Internal {
     s32 delta = 0;
   };
 
+  // Adds `delta` to the pending change of table page `page`, applying the
+  // pending change of another page first.
+  [[gnu::always_inline]] static void batch_ref(Pgtable* pgt, RefBatch* b, u64* page, s32 delta) {
+    if (b->page != page) {
+      flush_refs(pgt, b);
+      b->page = page;
+    }
+    b->delta += delta;
+  }
+
   static void flush_refs(Pgtable* pgt, RefBatch* b) {
     if (b->delta > 0) pgt->platform_->get_page_refs(b->page, u32(b->delta));
     if (b->delta < 0) pgt->platform_->put_page_refs(b->page, u32(-b->delta));
@@ -372,12 +374,8 @@ struct Pgtable::Internal {
     const s32 delta = s32(is_counted(new_pte)) - s32(is_counted(old));
     if (delta == 0) return;
     if (refs) {
-      u64* page = reinterpret_cast<u64*>(reinterpret_cast<uintptr_t>(ctx.ptep) & ~uintptr_t(kPageSize - 1));
-      if (refs->page != page) {
-        flush_refs(ctx.pgt, refs);
-        refs->page = page;
-      }
-      refs->delta += delta;
+      batch_ref(ctx.pgt, refs, reinterpret_cast<u64*>(reinterpret_cast<uintptr_t>(ctx.ptep) & ~uintptr_t(kPageSize - 1)),
+                delta);
       return;
     }
     Platform* p = ctx.pgt->platform_;
@@ -541,6 +539,13 @@ struct Pgtable::Internal {
 
   static bool is_aligned_u(u64 v, u64 a) { return (v & (a - 1)) == 0; }
 
+  // Whether a map's new leaves may need cache maintenance at all (see
+  // cmo_for_map): valid normal-memory leaves, unless both skip flags are set.
+  static bool needs_cmo(const MapData& m, u32 flags) {
+    constexpr u32 kSkipBoth = kMapSkipDcache | kMapSkipIcache;
+    return !m.annotate && !m.device && (flags & kSkipBoth) != kSkipBoth;
+  }
+
   static u64 new_leaf(const VisitCtx& ctx, const MapData& m) {
     if (m.annotate) return m.annotation;
     return make_leaf(m.phys + (ctx.addr - m.start), m.attrs, ctx.level);
@@ -607,8 +612,7 @@ struct Pgtable::Internal {
     if (!is_valid(ctx.old)) {
       // Nothing to break (the common new mapping): replace_pte's first case,
       // inline, so the context stays in registers.
-      if (!m.device && is_valid(new_pte) && (ctx.flags & (kMapSkipDcache | kMapSkipIcache)) != (kMapSkipDcache | kMapSkipIcache))
-        cmo_for_map(copy(ctx), new_pte, m);
+      if (needs_cmo(m, ctx.flags)) cmo_for_map(copy(ctx), new_pte, m);
       if (!set_pte(ctx, new_pte)) return -kEAGAIN;
       adjust_refcount(ctx, ctx.old, new_pte, &m.refs);
       ++m.leaf_writes;
@@ -676,10 +680,7 @@ struct Pgtable::Internal {
     if (!m.annotate && is_valid(ctx.old) && ((leaf_attrs(ctx.old) ^ m.attrs) & ~kSwMask) == 0 &&
         oa(ctx.old) - base == m.phys - m.start)
       return;
-    // try_leaf's cache maintenance can only act on a valid normal-memory
-    // leaf without both skip flags.
-    constexpr u32 kSkipBoth = kMapSkipDcache | kMapSkipIcache;
-    const bool cmo = !m.annotate && !m.device && (ctx.flags & kSkipBoth) != kSkipBoth;
+    const bool cmo = needs_cmo(m, ctx.flags);
     u64 writes = 0;
     for (u32 i = index(ctx.addr, child); i < kPtrsPerTable; ++i) {
       const u64 a = base + i * g;
@@ -921,13 +922,20 @@ struct Pgtable::Internal {
 
   static int map_walk(Pgtable* pgt, u64 addr, u64 size, MapData& m, u32 flags) {
     int ret = 0;
-    if (size == kPageSize && map_page(pgt, addr, m, flags, &ret)) {
-      flush_refs(pgt, &m.refs);
+    const bool direct = size == kPageSize && map_page(pgt, addr, m, flags, &ret);
+    if (!direct) ret = map_walk_tables(pgt, addr, size, m, flags);
+    flush_refs(pgt, &m.refs);
+    if (direct || m.leaf_writes) {
       PgtableStats& st = pgt->cpu_stats();
-      stat_inc(&st.direct_pages);
+      if (direct) stat_inc(&st.direct_pages);
       if (m.leaf_writes) stat_inc(&st.leaf_writes, m.leaf_writes);
-      return ret;
     }
+    if (ret == -kENOMEM && !(flags & kWalkShared)) prune(pgt, addr, size);
+    return ret;
+  }
+
+  // map_walk through the walker.
+  static int map_walk_tables(Pgtable* pgt, u64 addr, u64 size, MapData& m, u32 flags) {
     // Table visits only where they can act: a table can be coalesced only
     // under a range that covers a whole block (2 MiB or more), and can empty
     // only when the walk writes empty entries (an annotation of owner 0);
@@ -937,23 +945,19 @@ struct Pgtable::Internal {
     if (size >= granule_size(kLastLevel - 1)) visits |= kWalkTablePre;
     if (m.annotate && !is_counted(m.annotation)) visits |= kWalkTablePost;
     Walker w{map_cb, &m, visits | flags};
-    ret = pgt->walk(addr, size, w);
-    flush_refs(pgt, &m.refs);
-    if (m.leaf_writes) stat_inc(&pgt->cpu_stats().leaf_writes, m.leaf_writes);
-    if (ret == -kENOMEM && !(flags & kWalkShared)) prune(pgt, addr, size);
-    return ret;
+    return pgt->walk(addr, size, w);
   }
 
   static int unmap_walk(Pgtable* pgt, u64 addr, u64 size) {
     UnmapData u;
-    if (size == kPageSize && unmap_page(pgt, addr, u)) {
-      flush_refs(pgt, &u.refs);
-      flush_unmapped(pgt, u);
+    const bool direct = size == kPageSize && unmap_page(pgt, addr, u);
+    int ret = 0;
+    if (direct) {
       stat_inc(&pgt->cpu_stats().direct_pages);
-      return 0;
+    } else {
+      Walker w{unmap_cb, &u, kWalkLeaf | kWalkTablePost};
+      ret = pgt->walk(addr, size, w);
     }
-    Walker w{unmap_cb, &u, kWalkLeaf | kWalkTablePost};
-    int ret = pgt->walk(addr, size, w);
     flush_refs(pgt, &u.refs);
     flush_unmapped(pgt, u);  // also after a failed walk: what was cleared stays cleared
     if (ret == -kENOMEM) prune(pgt, addr, size);

@@ -105,9 +105,10 @@ constexpr u64 vtcr_el2(u32 ia_bits, u32 start_level, u32 pa_bits) {
 }
 static_assert(vtcr_el2(40, 1, 40) == (24 | (1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (2ull << 16) | (1ull << 31)));
 
-/// Worst-case number of new table pages a map (or annotation, when
-/// `phys_congruent` is true for every level) of [addr, addr + size) may need,
-/// block splits included. Callers reserve this many before committing.
+/// Worst-case number of new table pages a map of [addr, addr + size) to
+/// `phys` (or an annotation of it, when `annotate`: any level may then hold
+/// a block) may need, block splits included. Callers reserve this many
+/// before committing.
 u64 max_new_tables_range(u32 start_level, u64 addr, u64 size, u64 phys, bool annotate);
 /// max_new_tables_range, inline for one aligned page (the common
 /// transition): one table per level below the root.

@@ -993,7 +993,6 @@ TEST(CheckerConcurrency, ParallelCompliantSequencesStayClean) {
   EXPECT_EQ(plat.tlbi_count(TlbiKind::kIpa), u64{kThreads} * 50 * 8);
 }
 
-
 // Per-CPU statistics are updated without locked instructions, which is
 // exact only if no two live threads share a CPU index: each live thread
 // holds its own, and an exiting thread's index becomes free again.
