@@ -92,9 +92,12 @@ struct MemProtect::Impl {
   // The metadata of pages [addr, addr + size), or nullptr when any of them
   // has none (never for a validated range; refused rather than trusted).
   static PageMeta* meta_of(MemProtect& mp, u64 addr, u64 size) {
-    PageMeta* first = mp.meta(addr >> kPageShift);
-    if (!first || !size || mp.meta((addr + size - 1) >> kPageShift) == nullptr) return nullptr;
-    return first;
+    // One bounds check for the range: its first page's offset into the span,
+    // and its page count within what is left of the span from there.
+    const u64 off = (addr >> kPageShift) - mp.cfg_.meta_base_pfn;
+    const u64 nr = size >> kPageShift;
+    if (off >= mp.cfg_.meta_nr || nr == 0 || nr > mp.cfg_.meta_nr - off) return nullptr;
+    return &mp.cfg_.meta[off];
   }
 
   // 0 when `ok(meta)` holds for every page of [addr, addr + size), else
@@ -504,6 +507,13 @@ struct MemProtect::Impl {
   // level above skips those without walking them (the common case: the
   // returned page sits next to pages still given away).
   static void heal(MemProtect& mp, u64 addr, u64 size) {
+    // The common case first: a range inside one 2 MiB block that still
+    // holds a page given away (the returned page's neighbours). That block
+    // is not uniform, so neither is any block containing it: the loop below
+    // would conclude the same after its set-up.
+    const u64 block2m = granule_size(kLastLevel - 1);
+    const u64 first = align_down(addr, block2m);
+    if (first == align_down(addr + size - 1, block2m) && check_host(mp, first, block2m, PageState::kOwned)) return;
     constexpr u32 kMaxNoted = 8;
     u64 noted[2][kMaxNoted];  // bases of the blocks found kNo: [level & 1]
     u32 nr_mixed = 0;         // in noted[(level + 1) & 1], from the level below
@@ -1030,11 +1040,6 @@ Pgtable* MemProtect::guest_pgt(u32 guest) {
 
 bool MemProtect::guest_exists(u32 guest) const {
   return I::any_guest(const_cast<MemProtect&>(*this), guest) != nullptr;
-}
-
-PageMeta* MemProtect::meta(u64 pfn) {
-  if (pfn < cfg_.meta_base_pfn || pfn - cfg_.meta_base_pfn >= cfg_.meta_nr) return nullptr;
-  return &cfg_.meta[pfn - cfg_.meta_base_pfn];
 }
 
 void MemProtect::commit_guest_map(Guest* g, u64 ipa, u64 size, u64 pa, PageState s) {

@@ -215,8 +215,12 @@ class MemProtect {
   Pgtable* guest_pgt(u32 guest);
   /// True while `guest` exists, alive or dying (pages left to reclaim).
   bool guest_exists(u32 guest) const;
-  /// Metadata of a memory page, or nullptr outside the map.
-  PageMeta* meta(u64 pfn);
+  /// Metadata of a memory page, or nullptr outside the map. Inline: the
+  /// transitions look pages up several times each.
+  PageMeta* meta(u64 pfn) {
+    const u64 off = pfn - cfg_.meta_base_pfn;  // wraps below the span: refused with the rest
+    return off < cfg_.meta_nr ? &cfg_.meta[off] : nullptr;
+  }
   const MemMap& memmap() const { return *cfg_.memmap; }
 
   struct Impl;

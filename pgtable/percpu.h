@@ -94,6 +94,12 @@ class PerCpuRwLock final : public RwLock {
     }
     // Sequentially consistent with the readers' increment-then-check: either
     // a reader sees the flag and backs off, or the writer sees its count.
+    // All counts read in one pass (no branch per slot: the common case has
+    // no reader at all), then wait only if some CPU is inside.
+    u32 any = 0;
+#pragma GCC unroll 16
+    for (const Slot& s : readers_) any |= __atomic_load_n(&s.n, __ATOMIC_SEQ_CST);
+    if (any == 0) return;
     for (const Slot& s : readers_)
       while (__atomic_load_n(&s.n, __ATOMIC_SEQ_CST) != 0) Cpu::relax();
   }

@@ -600,7 +600,8 @@ struct Pgtable::Internal {
       // restriction must reach every CPU; a pure relaxation only risks a
       // spurious fault locally; software bits are invisible to the hardware,
       // so a change of those alone needs no invalidation at all.
-      icache_if_exec_gained(copy(ctx), ctx.old, new_pte);
+      // The skip flag tested here: the call would build a context for nothing.
+      if (!(ctx.flags & kMapSkipIcache)) icache_if_exec_gained(copy(ctx), ctx.old, new_pte);
       if (!set_pte(ctx, new_pte)) return -kEAGAIN;
       if ((ctx.old ^ new_pte) & m.perm_mask) {
         pgt->platform_->barrier(Barrier::kDsbIshst);
@@ -864,8 +865,8 @@ struct Pgtable::Internal {
   // Whether one page at `addr` (page aligned) lies inside the input range,
   // as walk() requires.
   static bool page_in_range(const Pgtable* pgt, u64 addr) {
-    const u64 limit = u64{1} << pgt->ia_bits_;
-    return pgt->root_ && addr < limit && limit - addr >= kPageSize;
+    // Page aligned below a page-aligned limit: the whole page is inside.
+    return pgt->root_ && (addr >> pgt->ia_bits_) == 0;
   }
 
   // The last-level entry for `addr` when every entry above it is a table,
@@ -876,6 +877,7 @@ struct Pgtable::Internal {
   // walker's dispatch. Tables are never unlinked under the caller: an
   // exclusive walker is alone, and shared walkers only add tables.
   [[gnu::always_inline]] static u64* page_slot(Pgtable* pgt, u64 addr, PagePath* path) {
+    const Platform::LinearWindow lin = pgt->platform_->linear_window();
     u32 level = pgt->start_level_;
     u64* ptep = &pgt->root_[addr >> level_shift(level)];
     for (; level < kLastLevel; ++level) {
@@ -885,7 +887,7 @@ struct Pgtable::Internal {
         path->ptep[level] = ptep;
         path->pte[level] = pte;
       }
-      ptep = &table_va(pgt, pte)[index(addr, level + 1)];
+      ptep = &static_cast<u64*>(lin.to_virt(PhysAddr(oa(pte))))[index(addr, level + 1)];
     }
     return ptep;
   }
@@ -893,7 +895,7 @@ struct Pgtable::Internal {
   // map_walk of one page whose path is complete; false when it is not (or
   // the walk needs more than the leaf visit: a shared walker outside a
   // fault handler retries, an uncounted annotation can empty a table).
-  static bool map_page(Pgtable* pgt, u64 addr, MapData& m, u32 flags, int* ret) {
+  [[gnu::always_inline]] static bool map_page(Pgtable* pgt, u64 addr, MapData& m, u32 flags, int* ret) {
     if ((flags & kWalkShared) && !(flags & kWalkHandleFault)) return false;
     if (m.annotate && !is_counted(m.annotation)) return false;
     if (!page_in_range(pgt, addr)) return false;
@@ -906,7 +908,7 @@ struct Pgtable::Internal {
   }
 
   // unmap_walk of one page whose path is complete; false when it is not.
-  static bool unmap_page(Pgtable* pgt, u64 addr, UnmapData& u) {
+  [[gnu::always_inline]] static bool unmap_page(Pgtable* pgt, u64 addr, UnmapData& u) {
     if (!page_in_range(pgt, addr)) return false;
     PagePath path;
     u64* ptep = page_slot(pgt, addr, &path);
@@ -915,7 +917,10 @@ struct Pgtable::Internal {
     const u64 end = addr + kPageSize;
     // Exclusive: whatever the visits return, the walk goes on.
     unmap_cb(VisitCtx{pgt, ptep, load_pte(ptep), addr, end, kLastLevel, flags, &u}, kWalkLeaf);
-    for (u32 level = kLastLevel; level-- > pgt->start_level_;)
+    // TABLE_POST bottom up while the child below was cleared from: a table
+    // that stays keeps its entry, so no table above it can have emptied
+    // (unmap_cb would return at once for each).
+    for (u32 level = kLastLevel; level-- > pgt->start_level_ && (u.written & (1u << (level + 1)));)
       unmap_cb(VisitCtx{pgt, path.ptep[level], path.pte[level], addr, end, level, flags, &u}, kWalkTablePost);
     return true;
   }
@@ -1043,12 +1048,13 @@ int Pgtable::get_leaf(u64 addr, u64* pte, u32* level) {
   if (!root_) return -kEINVAL;
   const u64 start = align_down(addr, kPageSize);
   if (start + kPageSize < start || start + kPageSize > (u64{1} << ia_bits_)) return -kERANGE;
+  const Platform::LinearWindow lin = platform_->linear_window();
   u32 lvl = start_level_;
   const u64* ptep = &root_[start >> level_shift(lvl)];
   u64 v = load_pte(ptep);
   while (is_table(v, lvl)) {
     ++lvl;
-    ptep = &I::table_va(this, v)[I::index(start, lvl)];
+    ptep = &static_cast<const u64*>(lin.to_virt(PhysAddr(oa(v))))[I::index(start, lvl)];
     v = load_pte(ptep);
   }
   if (pte) *pte = v;

@@ -65,6 +65,21 @@ class Platform {
     if (off < lin_size_) return reinterpret_cast<void*>(lin_va_ + off);
     return phys_to_virt(pa);
   }
+  /// The linear window as a value, for a descent that translates at every
+  /// level: kept in registers, where the platform's fields would be
+  /// reloaded after each acquire load of an entry.
+  struct LinearWindow {
+    u64 pa, size;
+    uintptr_t va;
+    Platform* p;
+    /// phys_to_virt_linear through this snapshot.
+    void* to_virt(PhysAddr a) const {
+      const u64 off = a.value() - pa;
+      return off < size ? reinterpret_cast<void*>(va + off) : p->phys_to_virt(a);
+    }
+  };
+  /// A snapshot of the window (set once, before use: it never changes after).
+  LinearWindow linear_window() { return LinearWindow{lin_pa_, lin_size_, lin_va_, this}; }
   /// Clean and invalidate the data cache to the point of coherency, for memory
   /// about to be mapped with a cacheable attribute in another context.
   virtual void dcache_clean_inval_poc(PhysAddr pa, u64 size) = 0;

@@ -319,12 +319,14 @@ void* SimPlatform::alloc_block(u32 order) {
 }
 
 s64 SimPlatform::pool_index(const void* va, const char* who) {
-  if (!contains(va) || u64(static_cast<const u8*>(va) - arena_) >= pool_pages_ * kPageSize) {
+  // One unsigned compare: an address below the arena wraps to a huge offset.
+  const u64 off = u64(reinterpret_cast<uintptr_t>(va) - reinterpret_cast<uintptr_t>(arena_));
+  if (off >= pool_pages_ * kPageSize) {
     violation(format("%s(%p): not a pool page (pool is [0x%" PRIx64 ", 0x%" PRIx64 "))", who, va, base_,
                      base_ + pool_pages_ * kPageSize));
     return -1;
   }
-  return s64(u64(static_cast<const u8*>(va) - arena_) / kPageSize);
+  return s64(off / kPageSize);
 }
 
 // Two phases so the free event is recorded before the pages can be handed
@@ -428,8 +430,7 @@ void SimPlatform::put_refs(void* va, u32 n, const char* who) {
 }
 
 int SimPlatform::page_count(void* va) {
-  if (!contains(va)) return 0;
-  u64 off = u64(static_cast<u8*>(va) - arena_);
+  const u64 off = u64(reinterpret_cast<uintptr_t>(va) - reinterpret_cast<uintptr_t>(arena_));  // wraps below
   if (off >= pool_pages_ * kPageSize) return 0;
   return refcount_[off / kPageSize].load(std::memory_order_acquire);
 }
@@ -495,7 +496,10 @@ void SimPlatform::icache_inval_pou(PhysAddr pa, u64 size) {
 
 void SimPlatform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
   bump(&mine().tlbis[u32(kind)]);
-  if (!observed()) return;
+  if (observed()) record_tlbi(kind, vmid, addr, level);
+}
+
+void SimPlatform::record_tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
   Event e;
   e.type = EventType::kTlbi;
   e.tlbi = kind;
@@ -503,6 +507,13 @@ void SimPlatform::tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) {
   e.addr = addr;
   e.level = level;
   record(e);
+}
+
+void SimPlatform::tlbi_batch(TlbiKind kind, u32 vmid, const u64* addrs, const u32* levels, u32 n) {
+  // Counted at once; the events, when observed, one per entry as tlbi() records them.
+  percpu_add(&mine().tlbis[u32(kind)], n);
+  if (!observed()) return;
+  for (u32 i = 0; i < n; ++i) record_tlbi(kind, vmid, addrs[i], levels[i]);
 }
 
 void SimPlatform::barrier(Barrier b) {

@@ -167,9 +167,7 @@ class SimPlatform : public Platform {
   void tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level) override;
   /// One kTlbi event per entry, in order (what the hardware must invalidate;
   /// when it completes is the implementation's concern).
-  void tlbi_batch(TlbiKind kind, u32 vmid, const u64* addrs, const u32* levels, u32 n) override {
-    for (u32 i = 0; i < n; ++i) tlbi(kind, vmid, addrs[i], levels[i]);
-  }
+  void tlbi_batch(TlbiKind kind, u32 vmid, const u64* addrs, const u32* levels, u32 n) override;
   /// Recorded and counted; also issues a host fence so barriers stay barriers.
   void barrier(Barrier b) override;
   /// Recorded (with the descriptor's physical address) and counted.
@@ -312,6 +310,7 @@ class SimPlatform : public Platform {
 
   void fail(const std::string& msg);
   [[gnu::noinline, gnu::cold]] void phys_to_virt_outside(PhysAddr pa);
+  void record_tlbi(TlbiKind kind, u32 vmid, u64 addr, u32 level);  // the kTlbi event, when observed
   [[gnu::noinline]] void record_pte_write(u64* ptep, u64 old, u64 new_pte, u64 ia, u32 level, u32 vmid);
   void violation(std::string msg);
   void record(Event e);
