@@ -103,9 +103,11 @@ struct MemProtect::Impl {
   // 0 when `ok(meta)` holds for every page of [addr, addr + size), else
   // -EPERM: the checks of the host's and the hypervisor's side read the
   // metadata that mirrors their tables (PageMeta), one array scan.
+  // `known`, when the caller has it, is the range's metadata as
+  // check_host_range returned it: no second lookup.
   template <typename Ok>
-  static int check_meta(MemProtect& mp, u64 addr, u64 size, Ok ok) {
-    const PageMeta* m = meta_of(mp, addr, size);
+  static int check_meta(MemProtect& mp, u64 addr, u64 size, Ok ok, const PageMeta* known = nullptr) {
+    const PageMeta* m = known ? known : meta_of(mp, addr, size);
     if (!m) return -kEPERM;
     for (u64 i = 0; i < size >> kPageShift; ++i)
       if (!ok(m[i])) return -kEPERM;
@@ -122,10 +124,11 @@ struct MemProtect::Impl {
 
   // Both sides in one pass over the mirror (the transitions between the host
   // and the hypervisor check both over the same pages).
-  static int check_host_hyp(MemProtect& mp, u64 addr, u64 size, PageState host, PageState hyp) {
-    return check_meta(mp, addr, size, [host, hyp](const PageMeta& m) {
-      return meta_host_state(m) == host && meta_hyp_state(m) == hyp;
-    });
+  static int check_host_hyp(MemProtect& mp, u64 addr, u64 size, PageState host, PageState hyp,
+                            const PageMeta* known = nullptr) {
+    return check_meta(
+        mp, addr, size,
+        [host, hyp](const PageMeta& m) { return meta_host_state(m) == host && meta_hyp_state(m) == hyp; }, known);
   }
 
   // 0 when every page of the range is annotated with `owner` in the host stage 2.
@@ -135,10 +138,11 @@ struct MemProtect::Impl {
     });
   }
 
-  // Mirrors a committed host or hyp state into the metadata of the range.
+  // Mirrors a committed host or hyp state into the metadata of the range
+  // (`known`: as in check_meta).
   template <typename Set>
-  static void set_meta(MemProtect& mp, u64 addr, u64 size, Set set) {
-    PageMeta* m = meta_of(mp, addr, size);
+  static void set_meta(MemProtect& mp, u64 addr, u64 size, Set set, PageMeta* known = nullptr) {
+    PageMeta* m = known ? known : meta_of(mp, addr, size);
     if (!m) return commit(mp, -kEINVAL);
     for (u64 i = 0; i < size >> kPageShift; ++i) set(m[i]);
   }
@@ -164,14 +168,18 @@ struct MemProtect::Impl {
   }
 
   // [pfn, pfn + nr) must be memory the host may give away, in one region.
-  static int check_host_range(MemProtect& mp, u64 pfn, u64 nr) {
+  // On success `*meta` (when asked for) is the range's metadata: a region
+  // lies inside the metadata span (init checks), so the whole range has it.
+  static int check_host_range(MemProtect& mp, u64 pfn, u64 nr, PageMeta** meta = nullptr) {
     int ret = check_nr(nr);
     if (ret) return ret;
-    if (pfn > kPfnMax || pfn + nr < pfn || pfn + nr > (kPfnMax >> 0) ||
-        ((pfn + nr) << kPageShift) > (u64{1} << mp.host_.ia_bits()))
-      return -kEINVAL;
+    // With nr bounded, pfn + nr cannot wrap once pfn is a frame number; and a
+    // range inside one region lies inside the host's input range (init
+    // checks every region against it).
+    if (pfn > kPfnMax) return -kEINVAL;
     const MemRegion* r = region_of(mp, pfn, nr);
     if (!r || (r->flags & kRegionNoMap)) return -kEINVAL;
+    if (meta) *meta = mp.meta(pfn);
     return 0;
   }
 
@@ -347,15 +355,18 @@ struct MemProtect::Impl {
   // of the range or none of it: the mirror is then read back from the table,
   // so later checks still see what the hardware sees.
 
-  static void set_host_meta(MemProtect& mp, u64 addr, u64 size, PageState s, u32 owner) {
-    set_meta(mp, addr, size, [s, owner](PageMeta& m) {
-      m.host_state = u8(s);
-      m.owner = u8(owner);
-    });
+  static void set_host_meta(MemProtect& mp, u64 addr, u64 size, PageState s, u32 owner, PageMeta* known = nullptr) {
+    set_meta(
+        mp, addr, size,
+        [s, owner](PageMeta& m) {
+          m.host_state = u8(s);
+          m.owner = u8(owner);
+        },
+        known);
   }
 
-  static void set_hyp_meta(MemProtect& mp, u64 addr, u64 size, PageState s) {
-    set_meta(mp, addr, size, [s](PageMeta& m) { m.hyp_state_inv = u8(~u8(s) & 3); });
+  static void set_hyp_meta(MemProtect& mp, u64 addr, u64 size, PageState s, PageMeta* known = nullptr) {
+    set_meta(mp, addr, size, [s](PageMeta& m) { m.hyp_state_inv = u8(~u8(s) & 3); }, known);
   }
 
   static void host_meta_from_table(MemProtect& mp, u64 addr, u64 size) {
@@ -375,24 +386,26 @@ struct MemProtect::Impl {
     });
   }
 
-  // The mirror after a host stage-2 write that returned `ret`.
-  static void host_written(MemProtect& mp, int ret, u64 addr, u64 size, PageState s, u32 owner) {
+  // The mirror after a host stage-2 write that returned `ret` (`known`:
+  // the range's metadata when the caller has it, as in check_meta).
+  static void host_written(MemProtect& mp, int ret, u64 addr, u64 size, PageState s, u32 owner,
+                           PageMeta* known = nullptr) {
     commit(mp, ret);
     if (ret) return host_meta_from_table(mp, addr, size);
-    set_host_meta(mp, addr, size, s, owner);
+    set_host_meta(mp, addr, size, s, owner, known);
   }
 
   // The mirror after a hyp stage-1 write that returned `ret`.
-  static void hyp_written(MemProtect& mp, int ret, u64 addr, u64 size, PageState s) {
+  static void hyp_written(MemProtect& mp, int ret, u64 addr, u64 size, PageState s, PageMeta* known = nullptr) {
     commit(mp, ret);
     if (ret) return hyp_meta_from_table(mp, addr, size);
-    set_hyp_meta(mp, addr, size, s);
+    set_hyp_meta(mp, addr, size, s, known);
   }
 
-  static void host_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
+  static void host_map_state(MemProtect& mp, u64 addr, u64 size, PageState s, PageMeta* known = nullptr) {
     host_written(mp,
                  mp.host_.stage2_map(Ipa(addr), size, PhysAddr(addr), kHostMemProt | state_prot(s), kHostMapFlags),
-                 addr, size, s, kOwnerHost);
+                 addr, size, s, kOwnerHost, known);
   }
 
   static void host_set_owner(MemProtect& mp, u64 addr, u64 size, u32 owner) {
@@ -401,14 +414,14 @@ struct MemProtect::Impl {
                  owner == kOwnerHost ? PageState::kOwned : PageState::kNoPage, owner);
   }
 
-  static void hyp_map_state(MemProtect& mp, u64 addr, u64 size, PageState s) {
+  static void hyp_map_state(MemProtect& mp, u64 addr, u64 size, PageState s, PageMeta* known = nullptr) {
     hyp_written(mp,
                 mp.hyp_.hyp_map(Va(addr), size, PhysAddr(addr), kProtRW | state_prot(s), kMapSkipDcache | kMapSkipIcache),
-                addr, size, s);
+                addr, size, s, known);
   }
 
-  static void hyp_unmap(MemProtect& mp, u64 addr, u64 size) {
-    hyp_written(mp, mp.hyp_.hyp_unmap(Va(addr), size), addr, size, PageState::kNoPage);
+  static void hyp_unmap(MemProtect& mp, u64 addr, u64 size, PageMeta* known = nullptr) {
+    hyp_written(mp, mp.hyp_.hyp_unmap(Va(addr), size), addr, size, PageState::kNoPage, known);
   }
 
   static int record(MemProtect& mp, Transition t, int ret) {
@@ -743,36 +756,38 @@ int MemProtect::host_stage2_idmap(u64 addr) {
 }
 
 int MemProtect::host_share_hyp(u64 pfn, u64 nr) {
-  int ret = I::check_host_range(*this, pfn, nr);
+  PageMeta* m = nullptr;
+  int ret = I::check_host_range(*this, pfn, nr, &m);
   if (ret) return I::record(*this, Transition::kHostShareHyp, ret);
   const u64 addr = pfn << kPageShift, size = nr << kPageShift;
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
-  ret = I::check_host_hyp(*this, addr, size, PageState::kOwned, PageState::kNoPage);
+  ret = I::check_host_hyp(*this, addr, size, PageState::kOwned, PageState::kNoPage, m);
   if (!ret)
     ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, false) + I::tables_for(hyp_, addr, size, addr, false));
   if (!ret) {
-    I::host_map_state(*this, addr, size, PageState::kSharedOwned);
-    I::hyp_map_state(*this, addr, size, PageState::kSharedBorrowed);
+    I::host_map_state(*this, addr, size, PageState::kSharedOwned, m);
+    I::hyp_map_state(*this, addr, size, PageState::kSharedBorrowed, m);
   }
   return I::record(*this, Transition::kHostShareHyp, ret);
 }
 
 int MemProtect::host_unshare_hyp(u64 pfn, u64 nr) {
-  int ret = I::check_host_range(*this, pfn, nr);
+  PageMeta* m = nullptr;
+  int ret = I::check_host_range(*this, pfn, nr, &m);
   if (ret) return I::record(*this, Transition::kHostUnshareHyp, ret);
   const u64 addr = pfn << kPageShift, size = nr << kPageShift;
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
-  ret = I::check_host_hyp(*this, addr, size, PageState::kSharedOwned, PageState::kSharedBorrowed);
-  for (u64 p = pfn; !ret && p < pfn + nr; ++p)
-    if (meta(p)->pin_count) ret = -kEBUSY;
+  ret = I::check_host_hyp(*this, addr, size, PageState::kSharedOwned, PageState::kSharedBorrowed, m);
+  for (u64 i = 0; !ret && i < nr; ++i)
+    if (m[i].pin_count) ret = -kEBUSY;
   if (!ret)
     ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, false) + I::tables_for(hyp_, addr, size, addr, true));
   if (!ret) {
-    I::host_map_state(*this, addr, size, PageState::kOwned);
+    I::host_map_state(*this, addr, size, PageState::kOwned, m);
     I::heal(*this, addr, size);
-    I::hyp_unmap(*this, addr, size);
+    I::hyp_unmap(*this, addr, size, m);
   }
   return I::record(*this, Transition::kHostUnshareHyp, ret);
 }
