@@ -173,10 +173,10 @@ struct MemProtect::Impl {
   static int check_host_range(MemProtect& mp, u64 pfn, u64 nr, PageMeta** meta = nullptr) {
     int ret = check_nr(nr);
     if (ret) return ret;
-    // With nr bounded, pfn + nr cannot wrap once pfn is a frame number; and a
-    // range inside one region lies inside the host's input range (init
-    // checks every region against it).
-    if (pfn > kPfnMax) return -kEINVAL;
+    // No overflow check needed: region_of finds metadata for the first page
+    // only inside the span, and from there pfn + nr (nr bounded) cannot
+    // wrap; a range inside one region lies inside the host's input range
+    // (init checks every region against it).
     const MemRegion* r = region_of(mp, pfn, nr);
     if (!r || (r->flags & kRegionNoMap)) return -kEINVAL;
     if (meta) *meta = mp.meta(pfn);

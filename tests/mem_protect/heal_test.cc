@@ -102,6 +102,45 @@ TEST_F(HealTest, NonUniformBlockStaysSplit) {
   EXPECT_EQ(level_of(pfn * k4K), block);
 }
 
+// A range over two 2 MiB blocks, returned while the first block still
+// lends a page: the second block is whole again and heals, the first stays
+// split (a look at the first block alone must not end the healing).
+TEST_F(HealTest, RangeOverTwoBlocksHealsTheWholeOne) {
+  const u64 a = env.data_pfn();  // 2 MiB aligned: blocks [a, a + 512) and [a + 512, a + 1024)
+  const u64 last_of_a = a + 511;
+  ASSERT_EQ(env.mp.host_stage2_idmap(a * k4K), 0);
+  ASSERT_EQ(env.mp.host_share_hyp(a + 5, 1), 0);  // stays lent: block A is not uniform
+  ASSERT_EQ(env.mp.host_share_hyp(last_of_a, 2), 0);
+  ASSERT_EQ(env.mp.host_unshare_hyp(last_of_a, 2), 0);
+  EXPECT_EQ(level_of((last_of_a + 1) * k4K), 2u) << "block B is one 2 MiB block again";
+  EXPECT_EQ(level_of(last_of_a * k4K), 3u) << "block A keeps its page table";
+  EXPECT_EQ(env.mp.stats().heals, 1u);
+}
+
+// The last memory region ends 1 MiB into a 2 MiB block, at the end of the
+// page metadata (mp_env sizes it to the regions exactly). Every page of the
+// region is the host's again after the unshare, so heal's look at the block
+// must stop at the end of the metadata rather than read past it (the
+// sanitizer build reports such a read), and the block stays split: half of
+// it is not memory.
+TEST(HealEdge, BlockPastTheEndOfTheMetadata) {
+  EnvConfig c;
+  c.regions = {{0x40000000, k1G, 0}, {0x80000000, k2M / 2, 0}};
+  Env env(c);
+  ASSERT_EQ(env.init_ret, 0);
+  ASSERT_EQ(env.meta_base + env.meta.size(), (0x80000000 + k2M / 2) / k4K) << "metadata ends with the region";
+  const u64 pfn = (0x80000000 + k2M / 2) / k4K - 1;  // the region's last page
+  ASSERT_EQ(env.mp.host_share_hyp(pfn, 1), 0);
+  ASSERT_EQ(env.mp.host_unshare_hyp(pfn, 1), 0);
+  u32 level = 0;
+  EXPECT_EQ(state_of_leaf(env.host_pte(pfn * k4K, &level)), PageState::kOwned);
+  EXPECT_EQ(level, 3u);
+  EXPECT_EQ(env.mp.stats().heals, 0u);
+  EXPECT_EQ(env.mp.stats().internal_errors, 0u);
+  env.bbm.finish();
+  EXPECT_TRUE(env.bbm.violations().empty()) << env.bbm.report();
+}
+
 // Churn over the data area, everything returned: the table pages in use and
 // the aborts needed to touch all of it again equal a fresh start's.
 TEST(HealChurn, ChurnThenReturnEqualsFreshStart) {

@@ -154,6 +154,50 @@ class HookedPlatform : public SimPlatform {
   }
 };
 
+// Table addresses inside the platform's linear window are translated inline;
+// with no window every translation goes through Platform::phys_to_virt, and
+// the tables read and written are the same.
+class CountingPlatform : public SimPlatform {
+ public:
+  using SimPlatform::SimPlatform;
+  void* phys_to_virt(PhysAddr pa) override {
+    ++translations;
+    return SimPlatform::phys_to_virt(pa);
+  }
+  void drop_window() { set_linear_window(0, 0, 0); }  // empty: every translation calls phys_to_virt
+  u64 translations = 0;
+};
+
+TEST(LinearWindow, InsideInlineOutsideThroughThePlatform) {
+  for (const bool window : {true, false}) {
+    SCOPED_TRACE(window ? "window" : "no window");
+    CountingPlatform p(SimPlatform::kDefaultBase, 64, 32);
+    if (!window) p.drop_window();
+    Pgtable pgt;
+    ASSERT_EQ(pgt.init(Format::kStage2, 32, 1, 1, &p), 0);
+    const u64 ia = 0x40201000;
+    const u32 skip = kMapSkipDcache | kMapSkipIcache;
+    ASSERT_EQ(pgt.stage2_map(Ipa(ia), desc::kPageSize, PhysAddr(ia), kProtRW, skip), 0);
+    p.translations = 0;
+    // The one-page route, the straight read and the generic walk.
+    ASSERT_EQ(pgt.stage2_map(Ipa(ia + desc::kPageSize), desc::kPageSize, PhysAddr(ia + desc::kPageSize), kProtRW, skip), 0);
+    u64 pte = 0;
+    u32 level = 0;
+    ASSERT_EQ(pgt.get_leaf(ia + desc::kPageSize, &pte, &level), 0);
+    EXPECT_EQ(level, desc::kLastLevel);
+    EXPECT_EQ(desc::oa(pte), ia + desc::kPageSize);
+    ASSERT_EQ(pgt.stage2_unmap(Ipa(ia), 2 * desc::kPageSize), 0);
+    ASSERT_EQ(pgt.get_leaf(ia, &pte, &level), 0);
+    EXPECT_EQ(pte, 0u);
+    if (window)
+      EXPECT_EQ(p.translations, 0u);
+    else
+      EXPECT_GE(p.translations, 6u) << "two levels of tables under the root, for each of the three operations";
+    pgt.destroy();
+    EXPECT_TRUE(p.violations().empty());
+  }
+}
+
 // The library calls pte_written only while the platform wants it: on while
 // writes are counted, logged or observed; off in the benchmarks' mode, as at
 // EL2, where a descriptor store then makes no call at all.

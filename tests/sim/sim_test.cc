@@ -315,6 +315,30 @@ TEST(SimAlloc, ConcurrentAllocGetPutFree) {
 
 // --- Recorder ----------------------------------------------------------------
 
+// A batch counts and logs as its entries one by one would, in order; with
+// the log off it is still counted in full.
+TEST(SimRecorder, TlbiBatchCountsAndLogsEveryEntry) {
+  SimPlatform p(kBase, 16, 8);
+  const u64 addrs[3] = {0x1000, 0x200000, 0x3000};
+  const u32 levels[3] = {3, 2, 3};
+  p.tlbi_batch(TlbiKind::kIpa, 7, addrs, levels, 3);
+  EXPECT_EQ(p.tlbi_count(TlbiKind::kIpa), 3u);
+  EXPECT_EQ(p.tlbi_count(), 3u);
+  const auto ev = p.events();
+  ASSERT_EQ(ev.size(), 3u);
+  for (u32 i = 0; i < 3; ++i) {
+    EXPECT_EQ(ev[i].type, EventType::kTlbi);
+    EXPECT_EQ(ev[i].tlbi, TlbiKind::kIpa);
+    EXPECT_EQ(ev[i].vmid, 7u);
+    EXPECT_EQ(ev[i].addr, addrs[i]);
+    EXPECT_EQ(ev[i].level, levels[i]);
+  }
+  p.set_recording(false);
+  p.tlbi_batch(TlbiKind::kEl2Va, 0, addrs, levels, 2);
+  EXPECT_EQ(p.tlbi_count(TlbiKind::kEl2Va), 2u);
+  EXPECT_EQ(p.events().size(), 3u);
+}
+
 TEST(SimRecorder, CountsAndLog) {
   SimPlatform p(kBase, 16, 8);
   p.tlbi(TlbiKind::kIpa, 1, 0x1000, 3);
