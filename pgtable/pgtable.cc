@@ -801,7 +801,7 @@ struct Pgtable::Internal {
     // Issued together, completed once (Platform::tlbi_batch).
     pgt->platform_->tlbi_batch(pgt->format_ == Format::kStage2 ? TlbiKind::kIpa : TlbiKind::kEl2Va, pgt->vmid_,
                                u.addr, u.level, u.n);
-    stat_inc(&pgt->cpu_stats().tlbis, u.n);
+    stat_inc(&pgt->walk_stats(0).tlbis, u.n);  // unmap walks are exclusive
   }
 
   // --- Attribute updates -----------------------------------------------------
@@ -931,7 +931,7 @@ struct Pgtable::Internal {
     if (!direct) ret = map_walk_tables(pgt, addr, size, m, flags);
     flush_refs(pgt, &m.refs);
     if (direct || m.leaf_writes) {
-      PgtableStats& st = pgt->cpu_stats();
+      PgtableStats& st = pgt->walk_stats(flags);
       if (direct) stat_inc(&st.direct_pages);
       if (m.leaf_writes) stat_inc(&st.leaf_writes, m.leaf_writes);
     }
@@ -958,7 +958,7 @@ struct Pgtable::Internal {
     const bool direct = size == kPageSize && unmap_page(pgt, addr, u);
     int ret = 0;
     if (direct) {
-      stat_inc(&pgt->cpu_stats().direct_pages);
+      stat_inc(&pgt->walk_stats(0).direct_pages);  // unmap walks are exclusive
     } else {
       Walker w{unmap_cb, &u, kWalkLeaf | kWalkTablePost};
       ret = pgt->walk(addr, size, w);
@@ -1012,6 +1012,7 @@ int Pgtable::init(Format format, u32 ia_bits, u32 start_level, u32 vmid, Platfor
   root_entries_ = entries;
   vmid_ = vmid;
   stats_ = {};
+  excl_stats_ = {};
   stats_.cpu(0).table_pages = u64{1} << order;
   return 0;
 }
@@ -1025,7 +1026,13 @@ void Pgtable::destroy() {
   stats_.cpu(0).table_pages -= stats_.sum().table_pages;
 }
 
-PgtableStats Pgtable::stats() const { return stats_.sum(); }
+PgtableStats Pgtable::stats() const {
+  PgtableStats s = stats_.sum();
+  auto* dst = reinterpret_cast<u64*>(&s);
+  const auto* src = reinterpret_cast<const u64*>(&excl_stats_.v);
+  for (u64 i = 0; i < sizeof(PgtableStats) / sizeof(u64); ++i) dst[i] += __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+  return s;
+}
 
 int Pgtable::walk(u64 addr, u64 size, const Walker& walker) {
   if (!root_ || !walker.cb) return -kEINVAL;

@@ -198,6 +198,53 @@ TEST(LinearWindow, InsideInlineOutsideThroughThePlatform) {
   }
 }
 
+// Statistics: exclusive walks add their totals to one copy (they run alone
+// under the table's lock), shared walkers to their own CPU's. Two threads
+// change the permissions of disjoint pages at once, through the shared
+// fault-handler route: every write is counted. A shared walker counting in
+// the exclusive copy would race the other thread and lose updates; this
+// stress test sees that once the threads overlap, which 50 rounds on two
+// cores make all but certain.
+TEST(PgtableStatsCopies, ConcurrentSharedWalkersCountEveryWrite) {
+  SimPlatform p(SimPlatform::kDefaultBase, 64, 32);
+  p.set_recording(false);
+  p.set_pte_write_counting(false);
+  Pgtable pgt;
+  ASSERT_EQ(pgt.init(Format::kStage2, 40, 1, 1, &p), 0);
+  constexpr u64 kIa = 0x40000000, kPages = 2048, kAnchorEvery = 512;
+  constexpr u32 kSkip = kMapSkipDcache | kMapSkipIcache;
+  auto map = [&](u64 i, u32 prot, u32 flags) {
+    return pgt.stage2_map(Ipa(kIa + i * desc::kPageSize), desc::kPageSize, PhysAddr(kIa + i * desc::kPageSize), prot,
+                          kSkip | flags);
+  };
+  // An anchor per last-level table: the tables stay, so every map below
+  // goes straight down.
+  for (u64 i = 0; i < kPages; i += kAnchorEvery) ASSERT_EQ(map(i, kProtR, 0), 0);
+  const PgtableStats before = pgt.stats();
+  constexpr int kRounds = 50;
+  std::atomic<int> errors{0};
+  for (int round = 0; round < kRounds; ++round) {
+    const u32 prot = round % 2 ? kProtR : kProtRW;  // a change every round: each map writes its leaf
+    std::atomic<int> ready{0};
+    auto worker = [&](u64 first) {
+      ready++;
+      while (ready.load() < 2) std::this_thread::yield();
+      for (u64 i = first; i < kPages; i += 2)
+        if (i % kAnchorEvery && map(i, prot, kWalkShared | kWalkHandleFault) != 0) errors++;
+    };
+    std::thread a(worker, 0), b(worker, 1);
+    a.join();
+    b.join();
+  }
+  EXPECT_EQ(errors.load(), 0);
+  const u64 writes = u64(kRounds) * (kPages - kPages / kAnchorEvery);
+  const PgtableStats after = pgt.stats();
+  EXPECT_EQ(after.leaf_writes - before.leaf_writes, writes);
+  EXPECT_EQ(after.direct_pages - before.direct_pages, writes);
+  pgt.destroy();
+  EXPECT_TRUE(p.violations().empty());
+}
+
 // The library calls pte_written only while the platform wants it: on while
 // writes are counted, logged or observed; off in the benchmarks' mode, as at
 // EL2, where a descriptor store then makes no call at all.
