@@ -118,8 +118,8 @@ struct MemProtect::Impl {
     return check_meta(mp, addr, size, [want](const PageMeta& m) { return meta_host_state(m) == want; });
   }
 
-  static int check_hyp(MemProtect& mp, u64 addr, u64 size, PageState want) {
-    return check_meta(mp, addr, size, [want](const PageMeta& m) { return meta_hyp_state(m) == want; });
+  static int check_hyp(MemProtect& mp, u64 addr, u64 size, PageState want, const PageMeta* known = nullptr) {
+    return check_meta(mp, addr, size, [want](const PageMeta& m) { return meta_hyp_state(m) == want; }, known);
   }
 
   // Both sides in one pass over the mirror (the transitions between the host
@@ -132,10 +132,10 @@ struct MemProtect::Impl {
   }
 
   // 0 when every page of the range is annotated with `owner` in the host stage 2.
-  static int check_host_owner(MemProtect& mp, u64 addr, u64 size, u32 owner) {
-    return check_meta(mp, addr, size, [owner](const PageMeta& m) {
-      return meta_host_state(m) == PageState::kNoPage && m.owner == owner;
-    });
+  static int check_host_owner(MemProtect& mp, u64 addr, u64 size, u32 owner, const PageMeta* known = nullptr) {
+    return check_meta(
+        mp, addr, size, [owner](const PageMeta& m) { return meta_host_state(m) == PageState::kNoPage && m.owner == owner; },
+        known);
   }
 
   // Mirrors a committed host or hyp state into the metadata of the range
@@ -408,10 +408,10 @@ struct MemProtect::Impl {
                  addr, size, s, kOwnerHost, known);
   }
 
-  static void host_set_owner(MemProtect& mp, u64 addr, u64 size, u32 owner) {
+  static void host_set_owner(MemProtect& mp, u64 addr, u64 size, u32 owner, PageMeta* known = nullptr) {
     // Annotated with the host itself: an empty entry, a page the host owns.
     host_written(mp, mp.host_.stage2_set_owner(Ipa(addr), size, owner), addr, size,
-                 owner == kOwnerHost ? PageState::kOwned : PageState::kNoPage, owner);
+                 owner == kOwnerHost ? PageState::kOwned : PageState::kNoPage, owner, known);
   }
 
   static void hyp_map_state(MemProtect& mp, u64 addr, u64 size, PageState s, PageMeta* known = nullptr) {
@@ -482,8 +482,9 @@ struct MemProtect::Impl {
 
   // Whether every page of `b` is the host's alone and mapped (or mappable)
   // as plain memory, inside one memory region, and whether the entry for `b`
-  // at `level` is a table.
-  static Uniform uniform(MemProtect& mp, const Range& b, u32 level) {
+  // at `level` is a table. `owned_known`: the caller's scan of the metadata
+  // already found every page of `b` OWNED (a 2 MiB block only).
+  static Uniform uniform(MemProtect& mp, const Range& b, u32 level, bool owned_known) {
     if (level == kLastLevel - 1) {
       // 2 MiB: the metadata says it in one scan of 512 entries. A page the
       // host owns is empty or mapped as plain memory (the abort path and
@@ -491,7 +492,7 @@ struct MemProtect::Impl {
       // tables to it), so OWNED everywhere is uniform; then one lookup says
       // whether a table sits at this level. The scan first: it stops at the
       // first page given away, the usual neighbour of a returned page.
-      if (check_host(mp, b.start, b.size(), PageState::kOwned)) return Uniform::kNo;
+      if (!owned_known && check_host(mp, b.start, b.size(), PageState::kOwned)) return Uniform::kNo;
       if (!in_one_region(mp, b)) return Uniform::kNo;
       u64 pte = 0;
       u32 leaf_level = 0;
@@ -526,7 +527,9 @@ struct MemProtect::Impl {
     // would conclude the same after its set-up.
     const u64 block2m = granule_size(kLastLevel - 1);
     const u64 first = align_down(addr, block2m);
-    if (first == align_down(addr + size - 1, block2m) && check_host(mp, first, block2m, PageState::kOwned)) return;
+    const bool one_block = first == align_down(addr + size - 1, block2m);
+    if (one_block && check_host(mp, first, block2m, PageState::kOwned)) return;
+    // Past that check, the one block's scan is done: the loop does not repeat it.
     constexpr u32 kMaxNoted = 8;
     u64 noted[2][kMaxNoted];  // bases of the blocks found kNo: [level & 1]
     u32 nr_mixed = 0;         // in noted[(level + 1) & 1], from the level below
@@ -541,7 +544,7 @@ struct MemProtect::Impl {
         const Range b{base, base + g};
         bool contains_mixed = false;
         for (u32 i = 0; !overflow && i < nr_mixed; ++i) contains_mixed |= b.contains(mixed[i]);
-        const Uniform u = contains_mixed ? Uniform::kNo : uniform(mp, b, level);
+        const Uniform u = contains_mixed ? Uniform::kNo : uniform(mp, b, level, one_block && level == kLastLevel - 1);
         if (u == Uniform::kNo) {
           if (nr_found < kMaxNoted)
             found[nr_found++] = base;
@@ -565,16 +568,17 @@ struct MemProtect::Impl {
   // Pin (+1) or unpin (-1) pages the host shared with the hypervisor: all
   // must be borrowed by the hypervisor and none at count `stop` (else `err`).
   static int adjust_pins(MemProtect& mp, Transition t, u64 pfn, u64 nr, int delta, u16 stop, int err) {
-    int ret = check_host_range(mp, pfn, nr);
+    PageMeta* m = nullptr;
+    int ret = check_host_range(mp, pfn, nr, &m);
     if (ret) return record(mp, t, ret);
     const u64 addr = pfn << kPageShift, size = nr << kPageShift;
     Exclusive h(mp.cfg_.host_lock);
     Exclusive y(mp.cfg_.hyp_lock);
-    ret = check_hyp(mp, addr, size, PageState::kSharedBorrowed);
-    for (u64 p = pfn; !ret && p < pfn + nr; ++p)
-      if (mp.meta(p)->pin_count == stop) ret = err;
+    ret = check_hyp(mp, addr, size, PageState::kSharedBorrowed, m);
+    for (u64 i = 0; !ret && i < nr; ++i)
+      if (m[i].pin_count == stop) ret = err;
     if (!ret)
-      for (u64 p = pfn; p < pfn + nr; ++p) mp.meta(p)->pin_count = u16(mp.meta(p)->pin_count + delta);
+      for (u64 i = 0; i < nr; ++i) m[i].pin_count = u16(m[i].pin_count + delta);
     return record(mp, t, ret);
   }
 
@@ -793,39 +797,41 @@ int MemProtect::host_unshare_hyp(u64 pfn, u64 nr) {
 }
 
 int MemProtect::host_donate_hyp(u64 pfn, u64 nr) {
-  int ret = I::check_host_range(*this, pfn, nr);
+  PageMeta* m = nullptr;
+  int ret = I::check_host_range(*this, pfn, nr, &m);
   if (ret) return I::record(*this, Transition::kHostDonateHyp, ret);
   const u64 addr = pfn << kPageShift, size = nr << kPageShift;
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
-  ret = I::check_host_hyp(*this, addr, size, PageState::kOwned, PageState::kNoPage);
+  ret = I::check_host_hyp(*this, addr, size, PageState::kOwned, PageState::kNoPage, m);
   if (!ret)
     ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, false));
   if (!ret) {
-    I::host_set_owner(*this, addr, size, kOwnerHyp);
-    I::hyp_map_state(*this, addr, size, PageState::kOwned);
+    I::host_set_owner(*this, addr, size, kOwnerHyp, m);
+    I::hyp_map_state(*this, addr, size, PageState::kOwned, m);
   }
   return I::record(*this, Transition::kHostDonateHyp, ret);
 }
 
 int MemProtect::hyp_donate_host(u64 pfn, u64 nr) {
-  int ret = I::check_host_range(*this, pfn, nr);
+  PageMeta* m = nullptr;
+  int ret = I::check_host_range(*this, pfn, nr, &m);
   if (ret) return I::record(*this, Transition::kHypDonateHost, ret);
   const u64 addr = pfn << kPageShift, size = nr << kPageShift;
   Exclusive h(cfg_.host_lock);
   Exclusive y(cfg_.hyp_lock);
-  ret = I::check_host_owner(*this, addr, size, kOwnerHyp);
-  if (!ret) ret = I::check_hyp(*this, addr, size, PageState::kOwned);
-  for (u64 p = pfn; !ret && p < pfn + nr; ++p)
-    if (meta(p)->flags & kMetaHypInternal) ret = -kEPERM;  // the hypervisor's own memory
+  ret = I::check_host_owner(*this, addr, size, kOwnerHyp, m);
+  if (!ret) ret = I::check_hyp(*this, addr, size, PageState::kOwned, m);
+  for (u64 i = 0; !ret && i < nr; ++i)
+    if (m[i].flags & kMetaHypInternal) ret = -kEPERM;  // the hypervisor's own memory
   if (!ret)
     ret = I::reserve(*this, I::tables_for(host_, addr, size, addr, true) + I::tables_for(hyp_, addr, size, addr, true));
   if (!ret) {
     // Whatever the hypervisor kept there must not reach the host: zero the
     // pages through the hypervisor's own mapping before it goes.
     I::zero_pages(*this, addr, size);
-    I::hyp_unmap(*this, addr, size);
-    I::host_set_owner(*this, addr, size, kOwnerHost);
+    I::hyp_unmap(*this, addr, size, m);
+    I::host_set_owner(*this, addr, size, kOwnerHost, m);
     I::heal(*this, addr, size);
   }
   return I::record(*this, Transition::kHypDonateHost, ret);

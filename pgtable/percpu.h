@@ -34,8 +34,9 @@ inline void percpu_add(u64* counter, u64 n = 1) {
 }
 
 /// One copy of a struct of u64 counters per CPU, each on its own cache
-/// lines. The caller updates its own copy with percpu_add; sum() adds the
-/// copies (exact once the writers are quiescent, a snapshot otherwise).
+/// lines, and one more for writers that a lock already serialises. The
+/// caller updates its copy with percpu_add; sum() adds every copy (exact once
+/// the writers are quiescent, a snapshot otherwise).
 template <typename T>
 class PerCpuCounters {
  public:
@@ -43,6 +44,10 @@ class PerCpuCounters {
 
   /// The copy CPU `cpu` increments (cpu is reduced modulo kMaxCpus).
   T& cpu(u32 cpu) { return slots_[cpu % kMaxCpus].v; }
+  /// The copy of writers that hold a lock excluding each other (and every
+  /// per-CPU writer of the same counters that could race them): no CPU
+  /// lookup needed.
+  T& locked() { return slots_[kMaxCpus].v; }
 
   /// Field-wise sum over all CPUs.
   PKVM_NO_COVERAGE T sum() const {
@@ -59,7 +64,7 @@ class PerCpuCounters {
   struct alignas(kCacheLine) Slot {
     T v;
   };
-  Slot slots_[kMaxCpus] = {};
+  Slot slots_[kMaxCpus + 1] = {};  // the last: locked()
 };
 
 /// Reader/writer lock with one reader count per CPU (a "big-reader" lock).

@@ -1012,7 +1012,6 @@ int Pgtable::init(Format format, u32 ia_bits, u32 start_level, u32 vmid, Platfor
   root_entries_ = entries;
   vmid_ = vmid;
   stats_ = {};
-  excl_stats_ = {};
   stats_.cpu(0).table_pages = u64{1} << order;
   return 0;
 }
@@ -1026,13 +1025,7 @@ void Pgtable::destroy() {
   stats_.cpu(0).table_pages -= stats_.sum().table_pages;
 }
 
-PgtableStats Pgtable::stats() const {
-  PgtableStats s = stats_.sum();
-  auto* dst = reinterpret_cast<u64*>(&s);
-  const auto* src = reinterpret_cast<const u64*>(&excl_stats_.v);
-  for (u64 i = 0; i < sizeof(PgtableStats) / sizeof(u64); ++i) dst[i] += __atomic_load_n(&src[i], __ATOMIC_RELAXED);
-  return s;
-}
+PgtableStats Pgtable::stats() const { return stats_.sum(); }
 
 int Pgtable::walk(u64 addr, u64 size, const Walker& walker) {
   if (!root_ || !walker.cb) return -kEINVAL;

@@ -208,13 +208,10 @@ class Pgtable {
   // Per CPU: concurrent shared walkers would otherwise bounce one line.
   PgtableStats& cpu_stats() { return stats_.cpu(platform_->cpu_id()); }
   // Where a walk with `flags` adds its totals: exclusive walkers run alone
-  // under the table's lock, so they share one copy and skip the CPU lookup;
-  // shared walkers use their CPU's. stats() adds both.
-  PgtableStats& walk_stats(u32 flags) { return (flags & kWalkShared) ? cpu_stats() : excl_stats_.v; }
+  // under the table's lock, so they use the locked copy and skip the CPU
+  // lookup; shared walkers use their CPU's.
+  PgtableStats& walk_stats(u32 flags) { return (flags & kWalkShared) ? cpu_stats() : stats_.locked(); }
   PerCpuCounters<PgtableStats> stats_;
-  struct alignas(kCacheLine) {
-    PgtableStats v;
-  } excl_stats_ = {};
 };
 
 /// The leaf attribute bits `prot` encodes to in `format` (AF and SH set).

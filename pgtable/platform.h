@@ -60,11 +60,7 @@ class Platform {
   /// phys_to_virt without a call inside the platform's linear window
   /// (set_linear_window), which holds every page it hands out: the walker
   /// translates a table address at every level. Elsewhere, phys_to_virt.
-  void* phys_to_virt_linear(PhysAddr pa) {
-    const u64 off = pa.value() - lin_pa_;
-    if (off < lin_size_) return reinterpret_cast<void*>(lin_va_ + off);
-    return phys_to_virt(pa);
-  }
+  void* phys_to_virt_linear(PhysAddr pa) { return linear_window().to_virt(pa); }
   /// The linear window as a value, for a descent that translates at every
   /// level: kept in registers, where the platform's fields would be
   /// reloaded after each acquire load of an entry.

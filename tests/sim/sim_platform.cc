@@ -176,10 +176,7 @@ void SimPlatform::clear_violations() {
   violations_.clear();
 }
 
-bool SimPlatform::contains(const void* va) const {
-  uintptr_t p = reinterpret_cast<uintptr_t>(va), a = reinterpret_cast<uintptr_t>(arena_);
-  return p >= a && p - a < size();
-}
+bool SimPlatform::contains(const void* va) const { return arena_offset(va) < size(); }
 
 PhysAddr SimPlatform::virt_to_phys(void* va) {
   if (!contains(va)) {
@@ -319,8 +316,7 @@ void* SimPlatform::alloc_block(u32 order) {
 }
 
 s64 SimPlatform::pool_index(const void* va, const char* who) {
-  // One unsigned compare: an address below the arena wraps to a huge offset.
-  const u64 off = u64(reinterpret_cast<uintptr_t>(va) - reinterpret_cast<uintptr_t>(arena_));
+  const u64 off = arena_offset(va);
   if (off >= pool_pages_ * kPageSize) {
     violation(format("%s(%p): not a pool page (pool is [0x%" PRIx64 ", 0x%" PRIx64 "))", who, va, base_,
                      base_ + pool_pages_ * kPageSize));
@@ -430,7 +426,7 @@ void SimPlatform::put_refs(void* va, u32 n, const char* who) {
 }
 
 int SimPlatform::page_count(void* va) {
-  const u64 off = u64(reinterpret_cast<uintptr_t>(va) - reinterpret_cast<uintptr_t>(arena_));  // wraps below
+  const u64 off = arena_offset(va);
   if (off >= pool_pages_ * kPageSize) return 0;
   return refcount_[off / kPageSize].load(std::memory_order_acquire);
 }

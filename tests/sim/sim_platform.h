@@ -322,6 +322,11 @@ class SimPlatform : public Platform {
   void get_refs(void* va, u32 n, const char* who);
   void put_refs(void* va, u32 n, const char* who);
   u8* page_ptr(u64 idx) const { return arena_ + idx * kPageSize; }
+  // `va`'s offset into the arena; an address below it wraps to a huge
+  // offset, so one unsigned compare with a size bounds both ends.
+  u64 arena_offset(const void* va) const {
+    return u64(reinterpret_cast<uintptr_t>(va) - reinterpret_cast<uintptr_t>(arena_));
+  }
   u64 page_pa(u64 idx) const { return base_ + idx * kPageSize; }
 
   const u64 base_;

@@ -1158,9 +1158,11 @@ TEST(PerCpuCounters, SumAddsEveryCpusCopy) {
     c.cpu(cpu).a += cpu;
     c.cpu(cpu).b += 1;
   }
+  c.locked().a += 1000;
+  c.locked().b += 1;
   const C s = c.sum();
-  EXPECT_EQ(s.a, u64((2 * kMaxCpus - 1) * kMaxCpus));  // 0 + 1 + ... + (2n - 1)
-  EXPECT_EQ(s.b, u64(2 * kMaxCpus));
+  EXPECT_EQ(s.a, u64((2 * kMaxCpus - 1) * kMaxCpus) + 1000);  // 0 + 1 + ... + (2n - 1), and the locked copy
+  EXPECT_EQ(s.b, u64(2 * kMaxCpus) + 1);
   static_assert(alignof(PerCpuCounters<C>) >= kCacheLine);
 }
 
